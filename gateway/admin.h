@@ -1,0 +1,23 @@
+/*
+ * admin: the operator's listener on its own address (never the bots' port): GET /livez (the
+ * process runs its loops) and GET /readyz (it can serve: every worker running and not
+ * draining, both upstream host names resolved). Runs on the main thread's loop and only reads
+ * the workers' published atomics.
+ */
+#ifndef GW_ADMIN_H
+#define GW_ADMIN_H
+
+#include <stddef.h>
+
+struct event_base;
+struct worker;
+struct admin;
+
+/* Serve on the listening socket FD (taken over). WORKERS is borrowed for the admin's life.
+ * Returns NULL with a message in ERRBUF. */
+struct admin *admin_new(struct event_base *base, int fd, struct worker **workers,
+                        int nworkers, char *errbuf, size_t errlen);
+void admin_set_draining(struct admin *a);
+void admin_free(struct admin *a);
+
+#endif

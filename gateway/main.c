@@ -1,0 +1,224 @@
+/*
+ * main: command line, start-up and shutdown of anymate-gateway.
+ *
+ *   anymate-gateway -c FILE        run
+ *   anymate-gateway -t -c FILE     check FILE, print every error as FILE:LINE: message
+ *   anymate-gateway --version | --help
+ *
+ * Start-up does everything that can fail before any thread starts (configuration, trust store,
+ * listening sockets), so a bad configuration never leaves a half-running gateway. The main
+ * thread then runs its own loop for signals and the admin listener; the workers serve bots.
+ */
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <openssl/ssl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "config.h"
+#include "listener.h"
+#include "log.h"
+#include "tls.h"
+#include "worker.h"
+
+#ifndef GW_VERSION
+#define GW_VERSION "0.1.0"
+#endif
+
+#define MAX_THREADS 256
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: anymate-gateway -c FILE        run the gateway\n"
+            "       anymate-gateway -t -c FILE     check FILE and exit (0 ok, 1 errors)\n"
+            "       anymate-gateway --version\n"
+            "       anymate-gateway --help\n"
+            "\n"
+            "A reverse proxy for Anymate RPA bots: forwards /connect/token and /api/... to\n"
+            "Anymate over verified TLS. Configuration reference: config/gateway.conf.\n");
+}
+
+struct app {
+    struct config *cfg;
+    struct event_base *base;
+    struct worker *workers[MAX_THREADS];
+    int nworkers;
+    struct admin *admin;
+    bool stopping;
+};
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct app *app = arg;
+    if (sig == SIGHUP) {
+        log_warn("SIGHUP received: configuration reload is not implemented yet; ignoring", "");
+        return;
+    }
+    if (app->stopping) {
+        log_warn("second stop signal: shutdown already in progress", "");
+        return;
+    }
+    app->stopping = true;
+    log_info("shutting down", "\"signal\":%d,\"deadline_ms\":%u", (int)sig,
+             app->cfg->server.shutdown_timeout_ms);
+    admin_set_draining(app->admin);
+    for (int i = 0; i < app->nworkers; i++)
+        worker_stop(app->workers[i]);
+    event_base_loopexit(app->base, NULL);
+}
+
+static int run(struct config *cfg)
+{
+    struct app app = {.cfg = cfg};
+    char err[512];
+    int rc = 1;
+    SSL_CTX *ssl_ctx = NULL;
+    struct event *sigs[3] = {NULL, NULL, NULL};
+
+    signal(SIGPIPE, SIG_IGN);
+    if (evthread_use_pthreads() != 0) {
+        log_error("cannot enable libevent threading", "");
+        return 1;
+    }
+    if (cfg->upstream.api.tls || cfg->upstream.auth.tls) {
+        ssl_ctx = tls_client_ctx_new(cfg->upstream.ca_file, err, sizeof(err));
+        if (!ssl_ctx) {
+            log_error("TLS set-up failed", "\"reason\":\"%s\"", err);
+            return 1;
+        }
+    }
+    app.base = event_base_new();
+    if (!app.base) {
+        log_error("cannot create the main event loop", "");
+        goto out;
+    }
+
+    /* Listening sockets first: port 0 is resolved by the first and reused by the others. */
+    uint16_t port = cfg->server.listen.port, bound = 0;
+    int nthreads = cfg->server.threads;
+    if (nthreads > MAX_THREADS)
+        nthreads = MAX_THREADS;
+    for (int i = 0; i < nthreads; i++) {
+        int fd = listener_open(cfg->server.listen.host, port, true, &bound, err, sizeof(err));
+        if (fd < 0) {
+            log_error("cannot open the bots' listener", "\"reason\":\"%s\"", err);
+            goto out;
+        }
+        port = bound;
+        app.workers[i] = worker_new(i, cfg, ssl_ctx, fd, err, sizeof(err));
+        if (!app.workers[i]) {
+            log_error("cannot create worker", "\"thread\":%d,\"reason\":\"%s\"", i, err);
+            goto out;
+        }
+        app.nworkers++;
+    }
+    uint16_t admin_port = 0;
+    int afd = listener_open(cfg->admin.listen.host, cfg->admin.listen.port, false, &admin_port,
+                            err, sizeof(err));
+    if (afd < 0) {
+        log_error("cannot open the admin listener", "\"reason\":\"%s\"", err);
+        goto out;
+    }
+    app.admin = admin_new(app.base, afd, app.workers, app.nworkers, err, sizeof(err));
+    if (!app.admin) {
+        log_error("cannot start the admin listener", "\"reason\":\"%s\"", err);
+        goto out;
+    }
+
+    int signums[3] = {SIGTERM, SIGINT, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        sigs[i] = evsignal_new(app.base, signums[i], on_signal, &app);
+        if (!sigs[i] || event_add(sigs[i], NULL) != 0) {
+            log_error("cannot install signal handlers", "");
+            goto out;
+        }
+    }
+    for (int i = 0; i < app.nworkers; i++) {
+        if (worker_start(app.workers[i]) != 0) {
+            log_error("cannot start worker thread", "\"thread\":%d", i);
+            for (int j = 0; j < i; j++)
+                worker_stop(app.workers[j]);
+            goto out;
+        }
+    }
+    char h1[300], h2[300];
+    log_info("listening",
+             "\"version\":\"%s\",\"server\":\"%s:%u\",\"admin\":\"%s:%u\",\"threads\":%d,"
+             "\"api\":\"%s\",\"auth\":\"%s\"",
+             GW_VERSION, log_json_escape(cfg->server.listen.host, h1, sizeof(h1)), port,
+             log_json_escape(cfg->admin.listen.host, h2, sizeof(h2)), admin_port, app.nworkers,
+             cfg->upstream.api.text, cfg->upstream.auth.text);
+
+    event_base_dispatch(app.base);
+    rc = 0;
+
+out:
+    for (int i = 0; i < app.nworkers; i++)
+        worker_join_and_free(app.workers[i]);
+    if (rc == 0)
+        log_info("stopped", "");
+    for (int i = 0; i < 3; i++)
+        if (sigs[i])
+            event_free(sigs[i]);
+    admin_free(app.admin);
+    if (app.base)
+        event_base_free(app.base);
+    if (ssl_ctx)
+        SSL_CTX_free(ssl_ctx);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = NULL;
+    bool test_only = false;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-v") == 0) {
+            printf("anymate-gateway %s\n", GW_VERSION);
+            return 0;
+        } else if (strcmp(argv[i], "-t") == 0) {
+            test_only = true;
+        } else if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
+            path = argv[++i];
+        } else {
+            fprintf(stderr, "anymate-gateway: unknown or incomplete argument: %s\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!path) {
+        fprintf(stderr, "anymate-gateway: -c FILE is required\n");
+        usage(stderr);
+        return 2;
+    }
+
+    struct config_errors errs = {0};
+    struct config *cfg = config_load(path, &errs);
+    if (!cfg) {
+        for (size_t i = 0; i < errs.count; i++)
+            fprintf(stderr, "%s\n", errs.msgs[i]);
+        if (test_only)
+            fprintf(stderr, "%s: %zu error%s\n", path, errs.count, errs.count == 1 ? "" : "s");
+        config_errors_free(&errs);
+        return 1;
+    }
+    config_errors_free(&errs);
+    if (test_only) {
+        printf("%s: ok\n", path);
+        config_unref(cfg);
+        return 0;
+    }
+    log_set_level(cfg->log.level);
+    int rc = run(cfg);
+    config_unref(cfg);
+    return rc;
+}

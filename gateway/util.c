@@ -1,0 +1,136 @@
+/*
+ * util: request ids, clocks and socket helpers shared by the I/O modules.
+ */
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+uint64_t util_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t util_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Per-thread state: a small buffer of kernel randomness, refilled with one getrandom(2) call,
+ * and the last millisecond / sequence used so ids from one thread sort in mint order. */
+static _Thread_local struct {
+    unsigned char pool[256];
+    size_t used;
+    uint64_t last_ms;
+    uint16_t seq;
+} rnd = {.used = sizeof(rnd.pool)};
+
+static void random_bytes(unsigned char *out, size_t n)
+{
+    while (n > 0) {
+        if (rnd.used == sizeof(rnd.pool)) {
+            size_t got = 0;
+            while (got < sizeof(rnd.pool)) {
+                ssize_t r = getrandom(rnd.pool + got, sizeof(rnd.pool) - got, 0);
+                if (r > 0)
+                    got += (size_t)r;
+            }
+            rnd.used = 0;
+        }
+        size_t take = sizeof(rnd.pool) - rnd.used;
+        if (take > n)
+            take = n;
+        memcpy(out, rnd.pool + rnd.used, take);
+        rnd.used += take;
+        out += take;
+        n -= take;
+    }
+}
+
+void util_uuid7(char out[37])
+{
+    unsigned char b[16];
+    uint64_t ms = util_wall_ms();
+
+    random_bytes(b + 6, 10);
+    /* rand_a (12 bits) is a per-millisecond counter seeded randomly (RFC 9562 §6.2, method 3
+     * "replace leftmost random bits with increased clock precision" is not available, so use
+     * a monotonic counter): ids minted in the same millisecond stay ordered. */
+    if (ms <= rnd.last_ms) {
+        ms = rnd.last_ms;
+        rnd.seq++;
+        if (rnd.seq > 0x0fff) { /* counter exhausted: borrow the next millisecond */
+            ms++;
+            rnd.seq = (uint16_t)(b[6] & 0x03);
+        }
+    } else {
+        rnd.seq = (uint16_t)(((b[6] << 8) | b[7]) & 0x01ff); /* leave headroom to count up */
+    }
+    rnd.last_ms = ms;
+
+    b[0] = (unsigned char)(ms >> 40);
+    b[1] = (unsigned char)(ms >> 32);
+    b[2] = (unsigned char)(ms >> 24);
+    b[3] = (unsigned char)(ms >> 16);
+    b[4] = (unsigned char)(ms >> 8);
+    b[5] = (unsigned char)ms;
+    b[6] = (unsigned char)(0x70 | ((rnd.seq >> 8) & 0x0f));
+    b[7] = (unsigned char)(rnd.seq & 0xff);
+    b[8] = (unsigned char)(0x80 | (b[8] & 0x3f));
+
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hex[b[i] >> 4];
+        out[o++] = hex[b[i] & 15];
+    }
+    out[o] = '\0';
+}
+
+bool util_request_id_ok(const char *s, size_t len)
+{
+    if (len == 0 || len > UTIL_REQUEST_ID_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == ':' || c == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+char *util_sockaddr_str(const struct sockaddr *sa, char *buf, size_t size)
+{
+    char host[INET6_ADDRSTRLEN];
+    if (sa && sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        snprintf(buf, size, "%s:%u", host, ntohs(in->sin_port));
+    } else if (sa && sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        snprintf(buf, size, "[%s]:%u", host, ntohs(in6->sin6_port));
+    } else {
+        snprintf(buf, size, "?");
+    }
+    return buf;
+}
+
+int util_set_nodelay(int fd)
+{
+    int one = 1;
+    return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}

@@ -1,0 +1,33 @@
+/*
+ * util: small helpers without I/O beyond the clock and the kernel's random source: request ids
+ * (UUIDv7), monotonic time, socket address formatting.
+ */
+#ifndef GW_UTIL_H
+#define GW_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define UTIL_REQUEST_ID_MAX 64 /* longest accepted X-Request-Id, without the NUL */
+
+/* Write a new UUIDv7 (RFC 9562) as 36 characters + NUL into OUT[37]. Thread-safe: the random
+ * state is per thread; ids minted by one thread within one millisecond are strictly ordered. */
+void util_uuid7(char out[37]);
+
+/* True when S (length LEN) is acceptable as a caller-supplied X-Request-Id: 1..64 characters
+ * from [A-Za-z0-9._:-]. Anything else is replaced by a minted id, never forwarded. */
+bool util_request_id_ok(const char *s, size_t len);
+
+/* Monotonic milliseconds (CLOCK_MONOTONIC) and wall-clock milliseconds since the epoch. */
+uint64_t util_now_ms(void);
+uint64_t util_wall_ms(void);
+
+/* Format SA as "1.2.3.4:80" or "[::1]:80" into BUF; returns BUF ("?" when unknown). */
+char *util_sockaddr_str(const struct sockaddr *sa, char *buf, size_t size);
+
+/* Set TCP_NODELAY on FD; returns 0 or -1 with errno. */
+int util_set_nodelay(int fd);
+
+#endif

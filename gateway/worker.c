@@ -1,0 +1,214 @@
+/*
+ * worker: thread, loop, listener and upstream pools of one worker (see worker.h).
+ *
+ * Shutdown: the main thread activates stop_ev; the worker stops accepting (closes its
+ * listening socket), answers requests that still arrive on open keep-alive connections with
+ * "Connection: close", and leaves its loop when the last in-flight request is done or when
+ * shutdown_timeout passes, in which case the remaining requests get 503 first.
+ */
+#include "worker.h"
+
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "upstream.h"
+
+static struct timeval ms_tv(uint32_t ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    return tv;
+}
+
+static void publish_status(struct worker *w)
+{
+    struct upstream_stats st;
+    uint64_t opened = 0, reqs = 0, retries = 0;
+    for (int i = 0; i < ROUTE_UPSTREAM_COUNT; i++) {
+        atomic_store(&w->status.resolved[i], upstream_pool_resolved(w->pools[i]));
+        upstream_pool_stats(w->pools[i], &st);
+        opened += st.connections_opened;
+        reqs += st.requests;
+        retries += st.retries;
+    }
+    atomic_store(&w->status.upstream_connections_opened, opened);
+    atomic_store(&w->status.upstream_requests, reqs);
+    atomic_store(&w->status.upstream_retries, retries);
+    atomic_store(&w->status.inflight, w->ninflight);
+}
+
+static void janitor_cb(evutil_socket_t fd, short what, void *arg)
+{
+    publish_status(arg);
+}
+
+void worker_request_started(struct worker *w, struct gw_request *r)
+{
+    TAILQ_INSERT_TAIL(&w->inflight, r, link);
+    w->ninflight++;
+    atomic_fetch_add(&w->status.requests, 1);
+}
+
+void worker_request_finished(struct worker *w, struct gw_request *r)
+{
+    TAILQ_REMOVE(&w->inflight, r, link);
+    w->ninflight--;
+    if (w->draining && w->ninflight == 0)
+        event_base_loopexit(w->base, NULL);
+}
+
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    struct gw_request *r;
+    if (w->ninflight > 0)
+        log_warn("shutdown deadline reached; aborting in-flight requests",
+                 "\"thread\":%d,\"inflight\":%u", w->index, w->ninflight);
+    while ((r = TAILQ_FIRST(&w->inflight)) != NULL)
+        request_abort(r); /* unlinks r */
+    event_base_loopexit(w->base, NULL);
+}
+
+static void stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    if (w->draining)
+        return;
+    w->draining = true;
+    atomic_store(&w->status.draining, true);
+    if (w->bound) {
+        evhttp_del_accept_socket(w->http, w->bound); /* closes the listening socket */
+        w->bound = NULL;
+    }
+    if (w->ninflight == 0) {
+        event_base_loopexit(w->base, NULL);
+        return;
+    }
+    struct timeval tv = ms_tv(w->cfg->server.shutdown_timeout_ms);
+    evtimer_add(w->deadline, &tv);
+}
+
+struct worker *worker_new(int index, struct config *cfg, SSL_CTX *ssl_ctx, int fd, char *errbuf,
+                          size_t errlen)
+{
+    struct worker *w = calloc(1, sizeof(*w));
+    if (!w) {
+        snprintf(errbuf, errlen, "out of memory");
+        close(fd);
+        return NULL;
+    }
+    w->index = index;
+    w->cfg = config_ref(cfg);
+    TAILQ_INIT(&w->inflight);
+
+    w->base = event_base_new();
+    if (!w->base) {
+        snprintf(errbuf, errlen, "cannot create event base");
+        close(fd);
+        goto fail;
+    }
+    w->dns = evdns_base_new(w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    if (!w->dns) {
+        /* No usable resolv.conf: numeric upstreams still work; names will fail clearly. */
+        w->dns = evdns_base_new(w->base, 0);
+    }
+    w->http = evhttp_new(w->base);
+    if (!w->dns || !w->http) {
+        snprintf(errbuf, errlen, "cannot create resolver or HTTP server");
+        close(fd);
+        goto fail;
+    }
+    /* evhttp's own limits: the configured ones, so it never buffers more than allowed. The
+     * header limit leaves room for the request line and the gateway's own 431 check, which
+     * answers in JSON; evhttp answers only what is far beyond it. */
+    evhttp_set_max_headers_size(w->http, (ev_ssize_t)cfg->server.max_header_size * 2 + 1024);
+    evhttp_set_max_body_size(w->http, (ev_ssize_t)cfg->server.max_body_size);
+    struct timeval ct = ms_tv(cfg->server.client_timeout_ms);
+    evhttp_set_timeout_tv(w->http, &ct);
+    evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+    evhttp_set_default_content_type(w->http, NULL); /* never invent a Content-Type */
+    evhttp_set_gencb(w->http, request_handle, w);
+    w->bound = evhttp_accept_socket_with_handle(w->http, fd);
+    if (!w->bound) {
+        snprintf(errbuf, errlen, "cannot accept on the listening socket");
+        close(fd);
+        goto fail;
+    }
+
+    const struct config_url *urls[ROUTE_UPSTREAM_COUNT] = {&cfg->upstream.api,
+                                                           &cfg->upstream.auth};
+    const char *names[ROUTE_UPSTREAM_COUNT] = {"api", "auth"};
+    for (int i = 0; i < ROUTE_UPSTREAM_COUNT; i++) {
+        w->pools[i] = upstream_pool_new(w->base, w->dns, ssl_ctx, urls[i], cfg, names[i]);
+        if (!w->pools[i]) {
+            snprintf(errbuf, errlen, "cannot create the %s upstream pool", names[i]);
+            goto fail;
+        }
+    }
+    w->stop_ev = event_new(w->base, -1, 0, stop_cb, w);
+    w->deadline = evtimer_new(w->base, deadline_cb, w);
+    w->janitor = event_new(w->base, -1, EV_PERSIST, janitor_cb, w);
+    if (!w->stop_ev || !w->deadline || !w->janitor) {
+        snprintf(errbuf, errlen, "out of memory");
+        goto fail;
+    }
+    struct timeval one = {1, 0};
+    event_add(w->janitor, &one);
+    publish_status(w);
+    return w;
+
+fail:
+    worker_join_and_free(w);
+    return NULL;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    atomic_store(&w->status.running, true);
+    event_base_dispatch(w->base);
+    atomic_store(&w->status.running, false);
+    return NULL;
+}
+
+int worker_start(struct worker *w)
+{
+    return pthread_create(&w->thread, NULL, worker_main, w) == 0 ? 0 : -1;
+}
+
+void worker_stop(struct worker *w)
+{
+    /* event_active is safe across threads once evthread_use_pthreads() was called. */
+    event_active(w->stop_ev, EV_TIMEOUT, 0);
+}
+
+void worker_join_and_free(struct worker *w)
+{
+    if (!w)
+        return;
+    if (w->thread)
+        pthread_join(w->thread, NULL);
+    if (w->janitor)
+        event_free(w->janitor);
+    if (w->stop_ev)
+        event_free(w->stop_ev);
+    if (w->deadline)
+        event_free(w->deadline);
+    if (w->http)
+        evhttp_free(w->http); /* closes client connections and the listener */
+    for (int i = 0; i < ROUTE_UPSTREAM_COUNT; i++)
+        upstream_pool_free(w->pools[i]);
+    if (w->dns)
+        evdns_base_free(w->dns, 0);
+    if (w->base)
+        event_base_free(w->base);
+    config_unref(w->cfg);
+    free(w);
+}

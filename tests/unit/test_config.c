@@ -1,0 +1,1300 @@
+/*
+ * Unit tests for gateway/config.c: the value parsers, every key's bounds and default, the shape
+ * of error messages (FILE:LINE, all errors, not only the first), upstream derivation, and that
+ * the shipped config/gateway.conf and config/minimal.conf load and document the real defaults.
+ *
+ * Run from the repository root, or set SRCDIR to it.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "config.h"
+#include "log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define KIB UINT64_C(1024)
+#define MIB (KIB * 1024)
+#define GIB (MIB * 1024)
+
+/* ---------------------------------------------------------------- helpers */
+
+static void print_errors(const struct config_errors *errs)
+{
+    for (size_t i = 0; i < errs->count; i++)
+        print_message("  error[%zu]: %s\n", i, errs->msgs[i]);
+}
+
+static void expect_count(const struct config_errors *errs, size_t n)
+{
+    if (errs->count != n)
+        print_errors(errs);
+    assert_int_equal(errs->count, n);
+}
+
+/* Message I contains NEEDLE. */
+static void expect_msg(const struct config_errors *errs, size_t i, const char *needle)
+{
+    assert_true(i < errs->count);
+    if (!strstr(errs->msgs[i], needle)) {
+        print_message("  want substring: %s\n", needle);
+        print_errors(errs);
+        fail();
+    }
+}
+
+/* Message I is exactly WANT. */
+static void expect_exact(const struct config_errors *errs, size_t i, const char *want)
+{
+    assert_true(i < errs->count);
+    if (strcmp(errs->msgs[i], want) != 0) {
+        print_message("  want: %s\n", want);
+        print_errors(errs);
+        fail();
+    }
+}
+
+/* Load TEXT as "t.conf"; it must succeed. */
+static struct config *load_ok(const char *text)
+{
+    struct config_errors errs = {0};
+    struct config *cfg = config_load_string("t.conf", text, &errs);
+
+    if (!cfg || errs.count) {
+        print_message("  config:\n%s\n", text);
+        print_errors(&errs);
+    }
+    assert_non_null(cfg);
+    expect_count(&errs, 0);
+    return cfg;
+}
+
+/* Load TEXT as "t.conf"; it must fail. The caller frees ERRS. */
+static void load_fail(const char *text, struct config_errors *errs)
+{
+    struct config *cfg = config_load_string("t.conf", text, errs);
+
+    if (cfg)
+        print_message("  config unexpectedly valid:\n%s\n", text);
+    assert_null(cfg);
+    assert_true(errs->count > 0);
+}
+
+static int online_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
+}
+
+static const char *srcdir(void)
+{
+    const char *d = getenv("SRCDIR");
+
+    return d && *d ? d : ".";
+}
+
+/* Read a whole file into a NUL-terminated heap string. */
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf;
+    long len;
+
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    len = ftell(f);
+    assert_true(len >= 0);
+    rewind(f);
+    buf = malloc((size_t)len + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)len, f), (size_t)len);
+    buf[len] = '\0';
+    fclose(f);
+    return buf;
+}
+
+static void write_file(const char *path, const char *text, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+
+    assert_non_null(f);
+    assert_int_equal(fwrite(text, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* ---------------------------------------------------------------- value parsers */
+
+struct num_case {
+    const char *in;
+    int rc;
+    uint64_t out;
+};
+
+static const struct num_case size_cases[] = {
+    {"0", 0, 0},
+    {"16384", 0, 16384},
+    {"007", 0, 7},
+    {"16k", 0, 16 * KIB},
+    {"16K", 0, 16 * KIB},
+    {"1m", 0, MIB},
+    {"64M", 0, 64 * MIB},
+    {"1g", 0, GIB},
+    {"2G", 0, 2 * GIB},
+    {"18446744073709551615", 0, UINT64_MAX},
+    {"17179869183g", 0, UINT64_C(17179869183) * GIB},
+    {"", -1, 0},
+    {"k", -1, 0},
+    {"-1", -1, 0},
+    {"+1", -1, 0},
+    {"1.5k", -1, 0},
+    {"1kb", -1, 0},
+    {"1 k", -1, 0},
+    {" 1", -1, 0},
+    {"1 ", -1, 0},
+    {"1t", -1, 0},
+    {"0x10", -1, 0},
+    {"18446744073709551616", -1, 0}, /* 2^64 */
+    {"17179869184g", -1, 0},         /* 2^34 GiB = 2^64 */
+};
+
+static void test_parse_size(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(size_cases) / sizeof(size_cases[0]); i++) {
+        const struct num_case *c = &size_cases[i];
+        uint64_t out = 12345;
+        const char *why = NULL;
+        int rc = config_parse_size(c->in, &out, &why);
+        if (rc != c->rc || (rc == 0 && out != c->out))
+            print_message("  size '%s': rc %d, %llu\n", c->in, rc, (unsigned long long)out);
+        assert_int_equal(rc, c->rc);
+        if (rc == 0)
+            assert_int_equal(out, c->out);
+        else
+            assert_non_null(why);
+    }
+}
+
+static const struct num_case duration_cases[] = {
+    {"0", 0, 0},
+    {"0ms", 0, 0},
+    {"250ms", 0, 250},
+    {"1MS", 0, 1},
+    {"5", 0, 5000},
+    {"5s", 0, 5000},
+    {"5S", 0, 5000},
+    {"2m", 0, 120000},
+    {"1h", 0, 3600000},
+    {"24H", 0, 86400000},
+    {"5124095576030h", 0, UINT64_C(5124095576030) * 3600000},
+    {"", -1, 0},
+    {"ms", -1, 0},
+    {"s", -1, 0},
+    {"5d", -1, 0},
+    {"-5s", -1, 0},
+    {"+5s", -1, 0},
+    {"5 s", -1, 0},
+    {"1.5s", -1, 0},
+    {"5sec", -1, 0},
+    {"5mss", -1, 0},
+    {"18446744073709551615", -1, 0}, /* bare seconds: overflows as milliseconds */
+    {"5124095576031h", -1, 0},
+    {"99999999999999999999ms", -1, 0},
+};
+
+static void test_parse_duration(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(duration_cases) / sizeof(duration_cases[0]); i++) {
+        const struct num_case *c = &duration_cases[i];
+        uint64_t out = 12345;
+        const char *why = NULL;
+        int rc = config_parse_duration_ms(c->in, &out, &why);
+        if (rc != c->rc || (rc == 0 && out != c->out))
+            print_message("  duration '%s': rc %d, %llu\n", c->in, rc, (unsigned long long)out);
+        assert_int_equal(rc, c->rc);
+        if (rc == 0)
+            assert_int_equal(out, c->out);
+        else
+            assert_non_null(why);
+    }
+}
+
+static void test_parse_bool(void **state)
+{
+    static const char *const yes[] = {"on", "ON", "yes", "Yes", "true", "TRUE", "1"};
+    static const char *const no[] = {"off", "Off", "no", "NO", "false", "False", "0"};
+    static const char *const bad[] = {"", "2", "onn", "y", "n", "enable", "01", " on"};
+    const char *why;
+    bool b;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+        b = false;
+        assert_int_equal(config_parse_bool(yes[i], &b, &why), 0);
+        assert_true(b);
+    }
+    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++) {
+        b = true;
+        assert_int_equal(config_parse_bool(no[i], &b, &why), 0);
+        assert_false(b);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        why = NULL;
+        assert_int_equal(config_parse_bool(bad[i], &b, &why), -1);
+        assert_string_equal(why, "not a boolean");
+    }
+}
+
+struct hostport_case {
+    const char *in;
+    int rc;
+    const char *host; /* or a substring of why */
+    uint16_t port;
+};
+
+static const struct hostport_case hostport_cases[] = {
+    {"127.0.0.1:8080", 0, "127.0.0.1", 8080},
+    {"0.0.0.0:80", 0, "0.0.0.0", 80},
+    {"localhost:0", 0, "localhost", 0},
+    {"gw.example.com:65535", 0, "gw.example.com", 65535},
+    {"[::1]:8080", 0, "::1", 8080},
+    {"[::]:0", 0, "::", 0},
+    {"[2001:db8::1:2]:1", 0, "2001:db8::1:2", 1},
+    {"", -1, "empty", 0},
+    {":80", -1, "missing host", 0},
+    {"host", -1, "missing ':PORT'", 0},
+    {"host:", -1, "port is not a number", 0},
+    {"host:65536", -1, "port out of range (0..65535)", 0},
+    {"host:-1", -1, "port is not a number", 0},
+    {"host:+80", -1, "port is not a number", 0},
+    {"host:8a", -1, "port is not a number", 0},
+    {"host:80:81", -1, "brackets", 0},
+    {"::1:80", -1, "brackets", 0},
+    {"[::1]", -1, "missing ':PORT'", 0},
+    {"[::1]80", -1, "expected ':PORT'", 0},
+    {"[::1:80", -1, "missing ']'", 0},
+    {"[]:80", -1, "invalid IPv6", 0},
+    {"[zz::1]:80", -1, "invalid IPv6", 0},
+    {"[127.0.0.1]:80", -1, "invalid IPv6", 0},
+    {"ho st:80", -1, "invalid host name", 0},
+    {"http://host:80", -1, "a URL, not HOST:PORT", 0},
+    {"host/x:80", -1, "invalid host name", 0},
+};
+
+static void test_parse_hostport(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(hostport_cases) / sizeof(hostport_cases[0]); i++) {
+        const struct hostport_case *c = &hostport_cases[i];
+        struct config_hostport hp = {NULL, 7};
+        const char *why = NULL;
+        int rc = config_parse_hostport(c->in, &hp, &why);
+        if (rc != c->rc || (rc && !strstr(why, c->host)))
+            print_message("  hostport '%s': %s\n", c->in, rc ? why : "ok");
+        assert_int_equal(rc, c->rc);
+        if (rc == 0) {
+            assert_string_equal(hp.host, c->host);
+            assert_int_equal(hp.port, c->port);
+            free(hp.host);
+        } else {
+            assert_null(hp.host);
+            assert_non_null(strstr(why, c->host));
+        }
+    }
+}
+
+struct url_case {
+    const char *in;
+    int rc;
+    const char *host; /* or a substring of why */
+    uint16_t port;
+    bool tls;
+};
+
+static const struct url_case url_cases[] = {
+    {"https://acme.anymate.app", 0, "acme.anymate.app", 443, true},
+    {"https://acme.anymate.app/", 0, "acme.anymate.app", 443, true},
+    {"http://127.0.0.1", 0, "127.0.0.1", 80, false},
+    {"http://localhost:8080/", 0, "localhost", 8080, false},
+    {"HTTPS://X.Example:1", 0, "X.Example", 1, true},
+    {"https://[::1]:8443", 0, "::1", 8443, true},
+    {"http://[2001:db8::1]/", 0, "2001:db8::1", 80, false},
+    {"", -1, "empty", 0, false},
+    {"acme.anymate.app", -1, "missing scheme", 0, false},
+    {"ftp://acme", -1, "unsupported scheme", 0, false},
+    {"https://", -1, "missing host", 0, false},
+    {"https:///", -1, "missing host", 0, false},
+    {"https://:443", -1, "missing host", 0, false},
+    {"https://a/foo", -1, "must not have a path", 0, false},
+    {"https://a//", -1, "must not have a path", 0, false},
+    {"https://a:8080/x:y", -1, "must not have a path", 0, false},
+    {"https://a?x=1", -1, "must not have a query", 0, false},
+    {"https://a/?x=1", -1, "must not have a query", 0, false},
+    {"https://a#top", -1, "must not have a fragment", 0, false},
+    {"https://u@a", -1, "userinfo", 0, false},
+    {"https://u:p@a/", -1, "userinfo", 0, false},
+    {"https://a:0", -1, "port out of range (1..65535)", 0, false},
+    {"https://a:65536", -1, "port out of range (1..65535)", 0, false},
+    {"https://a:123456789", -1, "port out of range (1..65535)", 0, false},
+    {"https://a:", -1, "port is not a number", 0, false},
+    {"https://a:x", -1, "port is not a number", 0, false},
+    {"https://::1", -1, "brackets", 0, false},
+    {"https://[::1", -1, "missing ']'", 0, false},
+    {"https://a b", -1, "invalid host name", 0, false},
+};
+
+static void test_parse_url(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(url_cases) / sizeof(url_cases[0]); i++) {
+        const struct url_case *c = &url_cases[i];
+        struct config_url u = {0};
+        const char *why = NULL;
+        int rc = config_parse_url(c->in, &u, &why);
+        if (rc != c->rc || (rc && !strstr(why, c->host)))
+            print_message("  url '%s': %s\n", c->in, rc ? why : "ok");
+        assert_int_equal(rc, c->rc);
+        if (rc == 0) {
+            assert_string_equal(u.text, c->in);
+            assert_string_equal(u.host, c->host);
+            assert_int_equal(u.port, c->port);
+            assert_int_equal(u.tls, c->tls);
+        } else {
+            assert_null(u.text);
+            assert_null(u.host);
+            assert_non_null(strstr(why, c->host));
+        }
+        config_url_clear(&u);
+        assert_null(u.text);
+    }
+    config_url_clear(NULL);
+}
+
+/* ---------------------------------------------------------------- defaults and bounds */
+
+static void test_defaults(void **state)
+{
+    struct config *cfg = load_ok("[upstream]\nclient_id = acme\n");
+
+    (void)state;
+    assert_string_equal(cfg->path, "t.conf");
+    assert_string_equal(cfg->server.listen.host, "127.0.0.1");
+    assert_int_equal(cfg->server.listen.port, 8080);
+    assert_int_equal(cfg->server.threads, online_cpus());
+    assert_int_equal(cfg->server.max_header_size, 16 * KIB);
+    assert_int_equal(cfg->server.max_body_size, MIB);
+    assert_int_equal(cfg->server.client_timeout_ms, 30000);
+    assert_int_equal(cfg->server.request_timeout_ms, 60000);
+    assert_int_equal(cfg->server.shutdown_timeout_ms, 10000);
+    assert_false(cfg->server.x_forwarded_for);
+    assert_string_equal(cfg->admin.listen.host, "127.0.0.1");
+    assert_int_equal(cfg->admin.listen.port, 9090);
+    assert_string_equal(cfg->upstream.client_id, "acme");
+    assert_string_equal(cfg->upstream.api.text, "https://acme.anymate.app");
+    assert_string_equal(cfg->upstream.auth.text, "https://acme.auth.anymate.app");
+    assert_null(cfg->upstream.ca_file);
+    assert_int_equal(cfg->upstream.connect_timeout_ms, 5000);
+    assert_int_equal(cfg->upstream.tls_handshake_timeout_ms, 5000);
+    assert_int_equal(cfg->upstream.response_timeout_ms, 30000);
+    assert_int_equal(cfg->upstream.idle_timeout_ms, 30000);
+    assert_int_equal(cfg->upstream.pool_size, 64);
+    assert_int_equal(cfg->upstream.max_requests_per_conn, 1000);
+    assert_int_equal(cfg->upstream.queue_size, 256);
+    assert_int_equal(cfg->upstream.dns_refresh_ms, 60000);
+    assert_int_equal(cfg->log.level, LOG_LEVEL_INFO);
+    assert_true(cfg->log.access_log);
+    config_unref(cfg);
+}
+
+#define ANY UINT64_MAX /* the value is not checked (threads = 0 resolves to the CPU count) */
+#define AT(m) offsetof(struct config, m), sizeof(((struct config *)0)->m)
+
+struct bound_case {
+    const char *section, *key;
+    const char *min, *max;     /* accepted */
+    uint64_t min_v, max_v;     /* stored */
+    const char *below, *above; /* rejected as out of range; NULL: cannot be written */
+    const char *range;         /* how the message states the range */
+    size_t offset, size;
+};
+
+static const struct bound_case bound_cases[] = {
+    {"server", "threads", "0", "256", ANY, 256, NULL, "257",
+     "an integer 0..256, 0 = one per "
+     "online CPU",
+     AT(server.threads)},
+    {"server", "max_header_size", "1k", "1m", KIB, MIB, "1023", "1048577", "a size 1k..1m",
+     AT(server.max_header_size)},
+    {"server", "max_body_size", "1024", "64m", KIB, 64 * MIB, "1023", "67108865", "a size 1k..64m",
+     AT(server.max_body_size)},
+    {"server", "client_timeout", "100ms", "1h", 100, 3600000, "99ms", "3600001ms",
+     "a duration 100ms..1h", AT(server.client_timeout_ms)},
+    {"server", "request_timeout", "100ms", "60m", 100, 3600000, "99ms", "3601s",
+     "a duration 100ms..1h", AT(server.request_timeout_ms)},
+    {"server", "shutdown_timeout", "0", "10m", 0, 600000, NULL, "600001ms", "a duration 0..10m",
+     AT(server.shutdown_timeout_ms)},
+    {"upstream", "connect_timeout", "10ms", "5m", 10, 300000, "9ms", "300001ms",
+     "a duration 10ms..5m", AT(upstream.connect_timeout_ms)},
+    {"upstream", "tls_handshake_timeout", "10ms", "300s", 10, 300000, "9ms", "6m",
+     "a duration 10ms..5m", AT(upstream.tls_handshake_timeout_ms)},
+    {"upstream", "response_timeout", "100ms", "1h", 100, 3600000, "99ms", "2h",
+     "a duration 100ms..1h", AT(upstream.response_timeout_ms)},
+    {"upstream", "idle_timeout", "1", "1h", 1000, 3600000, "999ms", "3600001ms",
+     "a duration 1s..1h", AT(upstream.idle_timeout_ms)},
+    {"upstream", "pool_size", "1", "10000", 1, 10000, "0", "10001", "an integer 1..10000",
+     AT(upstream.pool_size)},
+    {"upstream", "max_requests_per_conn", "1", "1000000", 1, 1000000, "0", "1000001",
+     "an integer 1..1000000", AT(upstream.max_requests_per_conn)},
+    {"upstream", "queue_size", "0", "100000", 0, 100000, NULL, "100001", "an integer 0..100000",
+     AT(upstream.queue_size)},
+    {"upstream", "dns_refresh", "1s", "24h", 1000, 86400000, "999ms", "86400001ms",
+     "a duration 1s..24h", AT(upstream.dns_refresh_ms)},
+};
+
+static uint64_t read_field(const struct config *cfg, size_t offset, size_t size)
+{
+    const char *p = (const char *)cfg + offset;
+    uint32_t x;
+    size_t y;
+
+    if (size == sizeof(uint32_t)) {
+        memcpy(&x, p, sizeof(x));
+        return x;
+    }
+    assert_int_equal(size, sizeof(size_t));
+    memcpy(&y, p, sizeof(y));
+    return y;
+}
+
+static void bound_text(char *buf, size_t size, const struct bound_case *c, const char *value)
+{
+    /* The key is on line 4; a second [upstream] header is allowed. */
+    snprintf(buf, size, "[upstream]\nclient_id = acme\n[%s]\n%s = %s\n", c->section, c->key, value);
+}
+
+static void test_bounds(void **state)
+{
+    char text[256], want[512];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bound_cases) / sizeof(bound_cases[0]); i++) {
+        const struct bound_case *c = &bound_cases[i];
+        const char *accepted[2] = {c->min, c->max};
+        const char *rejected[2] = {c->below, c->above};
+        uint64_t stored[2] = {c->min_v, c->max_v};
+
+        for (int j = 0; j < 2; j++) {
+            struct config *cfg;
+            bound_text(text, sizeof(text), c, accepted[j]);
+            cfg = load_ok(text);
+            if (stored[j] != ANY)
+                assert_int_equal(read_field(cfg, c->offset, c->size), stored[j]);
+            config_unref(cfg);
+        }
+        for (int j = 0; j < 2; j++) {
+            struct config_errors errs = {0};
+            if (!rejected[j])
+                continue;
+            bound_text(text, sizeof(text), c, rejected[j]);
+            load_fail(text, &errs);
+            expect_count(&errs, 1);
+            snprintf(want, sizeof(want), "t.conf:4: [%s] %s: '%s': out of range (expected %s",
+                     c->section, c->key, rejected[j], c->range);
+            expect_msg(&errs, 0, want);
+            config_errors_free(&errs);
+        }
+    }
+}
+
+/* A value that does not parse, for each type; the whole message where it matters. */
+struct bad_case {
+    const char *section, *line, *msg;
+};
+
+static const struct bad_case bad_cases[] = {
+    {"server", "threads = 300",
+     "t.conf:4: [server] threads: '300': out of range (expected an integer 0..256, 0 = one per "
+     "online CPU)"},
+    {"server", "threads = -1", "t.conf:4: [server] threads: '-1': not a number (expected"},
+    {"server", "threads = 4 # four",
+     "t.conf:4: [server] threads: '4 # four': not a whole non-negative number (expected an "
+     "integer 0..256, 0 = one per online CPU; inline comments start with ' ;', not '#')"},
+    {"upstream", "pool_size = 1.5", "[upstream] pool_size: '1.5': not a whole non-negative"},
+    {"upstream", "pool_size = ten", "[upstream] pool_size: 'ten': not a number"},
+    {"upstream", "queue_size = 99999999999999999999", "'99999999999999999999': number too large"},
+    {"server", "max_body_size = 100g",
+     "t.conf:4: [server] max_body_size: '100g': out of range (expected a size 1k..64m; bytes, or "
+     "with suffix k, m or g)"},
+    {"server", "max_body_size = 1x", "[server] max_body_size: '1x': unknown unit (use k, m or g"},
+    {"server", "max_header_size = 16 k", "[server] max_header_size: '16 k': unknown unit"},
+    {"server", "client_timeout = 5d",
+     "t.conf:4: [server] client_timeout: '5d': unknown unit (use ms, s, m or h; a bare number is "
+     "seconds) (expected a duration 100ms..1h; with suffix ms, s, m or h, bare number = "
+     "seconds)"},
+    {"server", "request_timeout = soon", "[server] request_timeout: 'soon': not a number"},
+    {"server", "x_forwarded_for = maybe",
+     "t.conf:4: [server] x_forwarded_for: 'maybe': not a boolean (expected on/off, yes/no, "
+     "true/false or 1/0)"},
+    {"log", "access_log = 2", "[log] access_log: '2': not a boolean"},
+    {"log", "level = verbose",
+     "t.conf:4: [log] level: 'verbose': unknown value (expected one of debug, info, warn, error)"},
+    {"server", "listen = 8080",
+     "t.conf:4: [server] listen: '8080': missing ':PORT' (expected HOST:PORT or [IPV6]:PORT, "
+     "port 0..65535)"},
+    {"admin", "listen = ::1:9090", "[admin] listen: '::1:9090': an IPv6 address must be in"},
+    {"admin", "listen = 127.0.0.1:99999", "port out of range (0..65535)"},
+    {"upstream", "api_url = https://acme.anymate.app/foo",
+     "t.conf:4: [upstream] api_url: 'https://acme.anymate.app/foo': must not have a path: "
+     "'/foo' (expected http(s)://HOST[:PORT] with at most a trailing '/', no path, query or "
+     "user; default https://CLIENT_ID.anymate.app)"},
+    {"upstream", "auth_url = https://a.b/?x=1",
+     "[upstream] auth_url: 'https://a.b/?x=1': must "
+     "not have a query: '?x=1'"},
+    {"upstream", "auth_url = ftp://a.b", "unsupported scheme (use http:// or https://)"},
+    {"upstream", "api_url = https://u:pw@a.b", "must not have userinfo"},
+    {"upstream", "threads = 1",
+     "t.conf:4: [upstream] threads: unknown key in this section (it "
+     "belongs in [server])"},
+    {"server", "max_body_size =",
+     "t.conf:4: [server] max_body_size: missing value (expected a size 1k..64m; bytes, or with "
+     "suffix k, m or g; comment the line out for the default)"},
+};
+
+static void test_bad_values(void **state)
+{
+    char text[512];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad_cases) / sizeof(bad_cases[0]); i++) {
+        const struct bad_case *c = &bad_cases[i];
+        struct config_errors errs = {0};
+        snprintf(text, sizeof(text), "[upstream]\nclient_id = acme\n[%s]\n%s\n", c->section,
+                 c->line);
+        load_fail(text, &errs);
+        expect_count(&errs, 1);
+        expect_msg(&errs, 0, c->msg);
+        config_errors_free(&errs);
+    }
+}
+
+static void test_log_level(void **state)
+{
+    static const struct {
+        const char *in;
+        int level;
+    } cases[] = {{"debug", LOG_LEVEL_DEBUG},
+                 {"INFO", LOG_LEVEL_INFO},
+                 {"warn", LOG_LEVEL_WARN},
+                 {"Error", LOG_LEVEL_ERROR}};
+    char text[128];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct config *cfg;
+        snprintf(text, sizeof(text), "[upstream]\nclient_id = a\n[log]\nlevel = %s\n", cases[i].in);
+        cfg = load_ok(text);
+        assert_int_equal(cfg->log.level, cases[i].level);
+        config_unref(cfg);
+    }
+}
+
+static void test_bools_and_listen(void **state)
+{
+    struct config *cfg = load_ok("[server]\n"
+                                 "x_forwarded_for = yes\n"
+                                 "listen = [::1]:0\n"
+                                 "threads = 3\n"
+                                 "[admin]\n"
+                                 "listen = 0.0.0.0:19090\n"
+                                 "[log]\n"
+                                 "access_log = FALSE\n"
+                                 "[upstream]\n"
+                                 "client_id = acme\n");
+
+    (void)state;
+    assert_true(cfg->server.x_forwarded_for);
+    assert_string_equal(cfg->server.listen.host, "::1");
+    assert_int_equal(cfg->server.listen.port, 0);
+    assert_int_equal(cfg->server.threads, 3);
+    assert_string_equal(cfg->admin.listen.host, "0.0.0.0");
+    assert_int_equal(cfg->admin.listen.port, 19090);
+    assert_false(cfg->log.access_log);
+    config_unref(cfg);
+}
+
+struct id_case {
+    const char *id;
+    const char *why; /* NULL: valid */
+};
+
+static void test_client_id(void **state)
+{
+    static const char id63[] = "a23456789012345678901234567890123456789012345678901234567890123";
+    static const char id64[] = "a234567890123456789012345678901234567890123456789012345678901234";
+    static const struct id_case cases[] = {
+        {"acme", NULL},
+        {"a", NULL},
+        {"Acme-Corp-2", NULL},
+        {"0", NULL},
+        {id63, NULL},
+        {id64, "too long"},
+        {"-acme", "must not start or end with '-'"},
+        {"acme-", "must not start or end with '-'"},
+        {"ac_me", "invalid character (letters, digits and '-' only)"},
+        {"acme.corp", "invalid character (letters, digits and '-' only)"},
+        {"ac me", "invalid character (letters, digits and '-' only)"},
+    };
+    char text[256], want[256];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(text, sizeof(text), "[upstream]\nclient_id = %s\n", cases[i].id);
+        if (!cases[i].why) {
+            struct config *cfg = load_ok(text);
+            assert_string_equal(cfg->upstream.client_id, cases[i].id);
+            snprintf(want, sizeof(want), "https://%s.anymate.app", cases[i].id);
+            assert_string_equal(cfg->upstream.api.text, want);
+            config_unref(cfg);
+        } else {
+            struct config_errors errs = {0};
+            load_fail(text, &errs);
+            expect_count(&errs, 1); /* no "client_id missing" on top */
+            snprintf(want, sizeof(want),
+                     "t.conf:2: [upstream] client_id: '%s': %s (expected "
+                     "your Anymate client id: 1..63 letters",
+                     cases[i].id, cases[i].why);
+            expect_msg(&errs, 0, want);
+            config_errors_free(&errs);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- file structure */
+
+static void test_unknown_section(void **state)
+{
+    struct config_errors errs = {0};
+
+    (void)state;
+    load_fail("[upstream]\nclient_id = acme\n[serverr]\nlisten = 1.2.3.4:80\nthreads = x\n"
+              "[server]\nthreads = 2\n",
+              &errs);
+    /* Keys under the unknown section are not reported again. */
+    expect_count(&errs, 1);
+    expect_exact(&errs, 0,
+                 "t.conf:3: [serverr]: unknown section (expected one of [server], [admin], "
+                 "[upstream], [log])");
+    config_errors_free(&errs);
+
+    load_fail("[upstream]\nclient_id = acme\n[]\n", &errs);
+    expect_count(&errs, 1);
+    expect_msg(&errs, 0, "t.conf:3: []: unknown section");
+    config_errors_free(&errs);
+}
+
+static void test_unknown_key(void **state)
+{
+    struct config_errors errs = {0};
+
+    (void)state;
+    load_fail("[upstream]\nclient_id = acme\n[server]\nlistn = 127.0.0.1:80\n", &errs);
+    expect_count(&errs, 1);
+    expect_exact(&errs, 0,
+                 "t.conf:4: [server] listn: unknown key (expected one of: listen, threads, "
+                 "max_header_size, max_body_size, client_timeout, request_timeout, "
+                 "shutdown_timeout, x_forwarded_for)");
+    config_errors_free(&errs);
+
+    /* Keys are case-sensitive. */
+    load_fail("[upstream]\nClient_ID = acme\n", &errs);
+    expect_msg(&errs, 0,
+               "t.conf:2: [upstream] Client_ID: unknown key (expected one of: "
+               "client_id, api_url, auth_url, ca_file,");
+    config_errors_free(&errs);
+}
+
+static void test_duplicate_key(void **state)
+{
+    struct config_errors errs = {0};
+
+    (void)state;
+    load_fail("[upstream]\nclient_id = acme\n[server]\nthreads = 1\n\nthreads = 2\n", &errs);
+    expect_count(&errs, 1);
+    expect_exact(&errs, 0, "t.conf:6: [server] threads: duplicate key (first set on line 4)");
+    config_errors_free(&errs);
+
+    /* Across two headers of the same section, and even when the values agree. */
+    load_fail("[upstream]\nclient_id = acme\n[log]\nlevel = info\n[upstream]\nclient_id = acme\n",
+              &errs);
+    expect_count(&errs, 1);
+    expect_exact(&errs, 0, "t.conf:6: [upstream] client_id: duplicate key (first set on line 2)");
+    config_errors_free(&errs);
+}
+
+static void test_key_outside_section(void **state)
+{
+    struct config_errors errs = {0};
+
+    (void)state;
+    load_fail("threads = 4\n[upstream]\nclient_id = acme\n", &errs);
+    expect_count(&errs, 1);
+    expect_exact(&errs, 0,
+                 "t.conf:1: threads: key outside any section (expected a [section] header above "
+                 "it)");
+    config_errors_free(&errs);
+}
+
+static void test_syntax_errors(void **state)
+{
+    static const struct {
+        const char *line, *msg;
+    } cases[] = {
+        {"[server", "t.conf:3: syntax error: '[server': missing ']' at the end of the section "
+                    "header"},
+        {"[server ; comment]", "t.conf:3: syntax error: '[server ; comment]': missing ']'"},
+        {"[server] threads = 1", "t.conf:3: syntax error: '[server] threads = 1': unexpected text "
+                                 "after ']'"},
+        {"this is not ini", "t.conf:3: syntax error: 'this is not ini' is not 'key = value', a "
+                            "[section] header or a comment"},
+        {"threads ; = 4", "t.conf:3: syntax error: 'threads ; = 4' is not 'key = value'"},
+        {"= 4", "t.conf:3: syntax error: missing key name before '='"},
+    };
+    char text[256];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct config_errors errs = {0};
+        /* The key after the bad line is skipped (bad header) or fine: one error either way. */
+        snprintf(text, sizeof(text), "[upstream]\nclient_id = acme\n%s\nthreads = 4\n",
+                 cases[i].line);
+        load_fail(text, &errs);
+        if (i >= 3) {
+            /* threads = 4 lands in [upstream]: reported as belonging to [server]. */
+            expect_count(&errs, 2);
+            expect_msg(&errs, 1, "t.conf:4: [upstream] threads: unknown key in this section");
+        } else {
+            expect_count(&errs, 1);
+        }
+        expect_msg(&errs, 0, cases[i].msg);
+        config_errors_free(&errs);
+    }
+}
+
+static void test_long_lines(void **state)
+{
+    struct config_errors errs = {0};
+    char text[1024], pad[400];
+    struct config *cfg;
+
+    (void)state;
+    memset(pad, 'x', sizeof(pad) - 1);
+    pad[sizeof(pad) - 1] = '\0';
+
+    /* A long comment is fine: comments never reach inih. */
+    snprintf(text, sizeof(text), "; %s\n[upstream]\n# %s\nclient_id = acme\n", pad, pad);
+    cfg = load_ok(text);
+    config_unref(cfg);
+
+    /* A long key line is reported with its line, not split into two. */
+    snprintf(text, sizeof(text), "[upstream]\nclient_id = acme\nca_file = /%s\npool_size = 0\n",
+             pad);
+    load_fail(text, &errs);
+    expect_count(&errs, 2);
+    expect_msg(&errs, 0, "t.conf:3: syntax error: line too long (410 characters, at most 198)");
+    expect_msg(&errs, 1, "t.conf:4: [upstream] pool_size: '0': out of range");
+    config_errors_free(&errs);
+}
+
+/* Whitespace, CRLF, a BOM, ';' inline comments and ':' as separator are all fine. */
+static void test_syntax_accepted(void **state)
+{
+    struct config *cfg = load_ok("\xEF\xBB\xBF; gateway\r\n"
+                                 "[upstream]\r\n"
+                                 "  client_id = acme   ; our tenant\r\n"
+                                 "\tpool_size: 8\r\n"
+                                 "    queue_size=0\n"
+                                 "\n"
+                                 "   # indented comment\n"
+                                 "  [log]  ; logging\n"
+                                 "level = warn");
+
+    (void)state;
+    assert_string_equal(cfg->upstream.client_id, "acme");
+    assert_int_equal(cfg->upstream.pool_size, 8);
+    assert_int_equal(cfg->upstream.queue_size, 0);
+    assert_int_equal(cfg->log.level, LOG_LEVEL_WARN);
+    config_unref(cfg);
+}
+
+static void test_multiple_errors(void **state)
+{
+    struct config_errors errs = {0};
+
+    (void)state;
+    load_fail("[server]\n"                /* 1 */
+              "threads = many\n"          /* 2 */
+              "listen = 127.0.0.1:8080\n" /* 3 */
+              "bogus = 1\n"               /* 4 */
+              "[upstream]\n"              /* 5 */
+              "client_id = acme\n"        /* 6 */
+              "this is not ini\n"         /* 7 */
+              "pool_size = 0\n"           /* 8 */
+              "[log]\n"                   /* 9 */
+              "level = loud\n"            /* 10 */
+              "level = info\n"            /* 11 */
+              "[nope]\n"                  /* 12 */
+              "[upstream\n",              /* 13 */
+              &errs);
+    expect_count(&errs, 8);
+    expect_msg(&errs, 0, "t.conf:2: [server] threads: 'many': not a number");
+    expect_msg(&errs, 1, "t.conf:4: [server] bogus: unknown key");
+    expect_msg(&errs, 2, "t.conf:7: syntax error: 'this is not ini'");
+    expect_msg(&errs, 3,
+               "t.conf:8: [upstream] pool_size: '0': out of range (expected an integer "
+               "1..10000)");
+    expect_msg(&errs, 4, "t.conf:10: [log] level: 'loud': unknown value");
+    expect_msg(&errs, 5, "t.conf:11: [log] level: duplicate key (first set on line 10)");
+    expect_msg(&errs, 6, "t.conf:12: [nope]: unknown section");
+    expect_msg(&errs, 7, "t.conf:13: syntax error: '[upstream': missing ']'");
+    config_errors_free(&errs);
+}
+
+/* Messages are appended to what ERRS already holds; config_errors_free resets it. */
+static void test_errors_accumulate(void **state)
+{
+    struct config_errors errs = {0};
+
+    (void)state;
+    load_fail("[x]\n", &errs);
+    expect_count(&errs, 2); /* unknown section, and no upstream */
+    load_fail("[server]\nthreads = x\n", &errs);
+    expect_count(&errs, 4);
+    expect_msg(&errs, 2, "t.conf:2: [server] threads");
+    config_errors_free(&errs);
+    assert_int_equal(errs.count, 0);
+    assert_null(errs.msgs);
+    config_errors_free(&errs);
+    config_errors_free(NULL);
+
+    /* errs may be NULL: the load still fails. */
+    assert_null(config_load_string("t.conf", "[server]\n", NULL));
+    assert_null(config_load_string("t.conf", NULL, &errs));
+    expect_count(&errs, 1);
+    config_errors_free(&errs);
+}
+
+/* ---------------------------------------------------------------- upstream */
+
+static void test_upstream_derived(void **state)
+{
+    struct config *cfg = load_ok("[upstream]\nclient_id = acme-2\n");
+
+    (void)state;
+    assert_string_equal(cfg->upstream.api.text, "https://acme-2.anymate.app");
+    assert_string_equal(cfg->upstream.api.host, "acme-2.anymate.app");
+    assert_int_equal(cfg->upstream.api.port, 443);
+    assert_true(cfg->upstream.api.tls);
+    assert_string_equal(cfg->upstream.auth.text, "https://acme-2.auth.anymate.app");
+    assert_string_equal(cfg->upstream.auth.host, "acme-2.auth.anymate.app");
+    assert_int_equal(cfg->upstream.auth.port, 443);
+    assert_true(cfg->upstream.auth.tls);
+    config_unref(cfg);
+}
+
+static void test_upstream_override(void **state)
+{
+    struct config *cfg;
+
+    (void)state;
+    /* One override: the other is still derived. */
+    cfg = load_ok("[upstream]\nclient_id = acme\napi_url = http://127.0.0.1:18080/\n");
+    assert_string_equal(cfg->upstream.api.text, "http://127.0.0.1:18080/");
+    assert_string_equal(cfg->upstream.api.host, "127.0.0.1");
+    assert_int_equal(cfg->upstream.api.port, 18080);
+    assert_false(cfg->upstream.api.tls);
+    assert_string_equal(cfg->upstream.auth.text, "https://acme.auth.anymate.app");
+    config_unref(cfg);
+
+    cfg = load_ok("[upstream]\nclient_id = acme\nauth_url = https://login.example\n");
+    assert_string_equal(cfg->upstream.api.text, "https://acme.anymate.app");
+    assert_string_equal(cfg->upstream.auth.host, "login.example");
+    config_unref(cfg);
+
+    /* Both URLs and no client_id. */
+    cfg = load_ok("[upstream]\napi_url = https://[::1]:8443\nauth_url = http://[::1]:8444/\n");
+    assert_null(cfg->upstream.client_id);
+    assert_string_equal(cfg->upstream.api.host, "::1");
+    assert_int_equal(cfg->upstream.api.port, 8443);
+    assert_true(cfg->upstream.api.tls);
+    assert_string_equal(cfg->upstream.auth.host, "::1");
+    assert_int_equal(cfg->upstream.auth.port, 8444);
+    assert_false(cfg->upstream.auth.tls);
+    config_unref(cfg);
+}
+
+static void test_upstream_missing(void **state)
+{
+    struct config_errors errs = {0};
+
+    (void)state;
+    load_fail("", &errs);
+    expect_count(&errs, 1);
+    expect_exact(&errs, 0,
+                 "t.conf:0: [upstream] client_id: missing (expected client_id = YOUR_CLIENT_ID, "
+                 "or both api_url and auth_url)");
+    config_errors_free(&errs);
+
+    /* The line of the [upstream] header when there is one. */
+    load_fail("[server]\nthreads = 1\n[upstream]\nconnect_timeout = 1s\n", &errs);
+    expect_count(&errs, 1);
+    expect_msg(&errs, 0, "t.conf:3: [upstream] client_id: missing");
+    config_errors_free(&errs);
+
+    load_fail("[upstream]\napi_url = https://a.example\n", &errs);
+    expect_count(&errs, 1);
+    expect_exact(&errs, 0,
+                 "t.conf:1: [upstream] auth_url: missing, and no client_id to derive it from "
+                 "(expected client_id, or both api_url and auth_url)");
+    config_errors_free(&errs);
+
+    load_fail("[upstream]\nauth_url = https://a.example\n", &errs);
+    expect_count(&errs, 1);
+    expect_msg(&errs, 0, "t.conf:1: [upstream] api_url: missing, and no client_id");
+    config_errors_free(&errs);
+
+    /* A bad URL is reported once, with no "missing" on top. */
+    load_fail("[upstream]\napi_url = https://a.example/x\nauth_url = https://b.example\n", &errs);
+    expect_count(&errs, 1);
+    expect_msg(&errs, 0, "t.conf:2: [upstream] api_url:");
+    config_errors_free(&errs);
+}
+
+/* ---------------------------------------------------------------- ca_file and files */
+
+static void test_ca_file(void **state)
+{
+    char dir[] = "/tmp/test_config.XXXXXX", ca[128], conf[128], text[512];
+    struct config_errors errs = {0};
+    struct config *cfg;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(ca, sizeof(ca), "%s/ca.pem", dir);
+    snprintf(conf, sizeof(conf), "%s/gw.conf", dir);
+    write_file(ca, "-----BEGIN CERTIFICATE-----\n", strlen("-----BEGIN CERTIFICATE-----\n"));
+
+    /* Absolute and present. */
+    snprintf(text, sizeof(text), "[upstream]\nclient_id = acme\nca_file = %s\n", ca);
+    cfg = load_ok(text);
+    assert_string_equal(cfg->upstream.ca_file, ca);
+    config_unref(cfg);
+
+    /* Missing. */
+    load_fail("[upstream]\nclient_id = acme\nca_file = /nonexistent/ca.pem\n", &errs);
+    expect_count(&errs, 1);
+    expect_exact(&errs, 0,
+                 "t.conf:3: [upstream] ca_file: cannot read '/nonexistent/ca.pem': No such file "
+                 "or directory (expected a readable PEM file of CA certificates; leave unset for "
+                 "the system trust store)");
+    config_errors_free(&errs);
+
+    /* A directory. */
+    snprintf(text, sizeof(text), "[upstream]\nclient_id = acme\nca_file = %s\n", dir);
+    load_fail(text, &errs);
+    expect_count(&errs, 1);
+    expect_msg(&errs, 0, "': is a directory (expected");
+    config_errors_free(&errs);
+
+    /* Relative to the configuration file's directory, not to the working directory. */
+    snprintf(text, sizeof(text), "[upstream]\nclient_id = acme\nca_file = ca.pem\n");
+    write_file(conf, text, strlen(text));
+    cfg = config_load(conf, &errs);
+    expect_count(&errs, 0);
+    assert_non_null(cfg);
+    assert_string_equal(cfg->upstream.ca_file, ca);
+    config_unref(cfg);
+
+    /* Unreadable (only meaningful when not root). */
+    if (geteuid() != 0) {
+        assert_int_equal(chmod(ca, 0), 0);
+        cfg = config_load(conf, &errs);
+        assert_null(cfg);
+        expect_msg(&errs, 0, "Permission denied");
+        config_errors_free(&errs);
+    }
+
+    unlink(ca);
+    unlink(conf);
+    rmdir(dir);
+}
+
+static void test_load_file_errors(void **state)
+{
+    static const char nul_conf[] =
+        "[upstream]\nclient_id = acme\nqueue_size = 1\0\npool_size = 0\n";
+    char dir[] = "/tmp/test_config.XXXXXX", path[128];
+    struct config_errors errs = {0};
+
+    (void)state;
+    assert_null(config_load("/nonexistent/gw.conf", &errs));
+    expect_count(&errs, 1);
+    expect_exact(&errs, 0, "/nonexistent/gw.conf:0: cannot read: No such file or directory");
+    config_errors_free(&errs);
+
+    assert_non_null(mkdtemp(dir));
+    assert_null(config_load(dir, &errs));
+    expect_count(&errs, 1);
+    expect_msg(&errs, 0, ":0: cannot read: Is a directory");
+    config_errors_free(&errs);
+
+    /* A NUL byte is reported on its line, and the rest is still checked. */
+    snprintf(path, sizeof(path), "%s/nul.conf", dir);
+    write_file(path, nul_conf, sizeof(nul_conf) - 1);
+    assert_null(config_load(path, &errs));
+    expect_count(&errs, 2);
+    expect_msg(&errs, 0, "nul.conf:3: syntax error: the line contains a NUL byte");
+    expect_msg(&errs, 1, "nul.conf:4: [upstream] pool_size: '0': out of range");
+    config_errors_free(&errs);
+    unlink(path);
+    rmdir(dir);
+}
+
+static struct config *load_shipped(const char *name)
+{
+    struct config_errors errs = {0};
+    char path[512];
+    struct config *cfg;
+
+    snprintf(path, sizeof(path), "%s/config/%s", srcdir(), name);
+    cfg = config_load(path, &errs);
+    if (!cfg)
+        print_errors(&errs);
+    expect_count(&errs, 0);
+    assert_non_null(cfg);
+    return cfg;
+}
+
+static void test_shipped_files_load(void **state)
+{
+    struct config *full = load_shipped("gateway.conf");
+    struct config *min = load_shipped("minimal.conf");
+
+    (void)state;
+    assert_non_null(min->upstream.client_id);
+    assert_non_null(full->upstream.api.text);
+    config_unref(full);
+    config_unref(min);
+}
+
+static void assert_same_hostport(const struct config_hostport *a, const struct config_hostport *b)
+{
+    assert_string_equal(a->host, b->host);
+    assert_int_equal(a->port, b->port);
+}
+
+static void assert_same_url(const struct config_url *a, const struct config_url *b)
+{
+    assert_string_equal(a->text, b->text);
+    assert_string_equal(a->host, b->host);
+    assert_int_equal(a->port, b->port);
+    assert_int_equal(a->tls, b->tls);
+}
+
+static void assert_same_config(const struct config *a, const struct config *b)
+{
+    assert_same_hostport(&a->server.listen, &b->server.listen);
+    assert_int_equal(a->server.threads, b->server.threads);
+    assert_int_equal(a->server.max_header_size, b->server.max_header_size);
+    assert_int_equal(a->server.max_body_size, b->server.max_body_size);
+    assert_int_equal(a->server.client_timeout_ms, b->server.client_timeout_ms);
+    assert_int_equal(a->server.request_timeout_ms, b->server.request_timeout_ms);
+    assert_int_equal(a->server.shutdown_timeout_ms, b->server.shutdown_timeout_ms);
+    assert_int_equal(a->server.x_forwarded_for, b->server.x_forwarded_for);
+    assert_same_hostport(&a->admin.listen, &b->admin.listen);
+    assert_string_equal(a->upstream.client_id, b->upstream.client_id);
+    assert_same_url(&a->upstream.api, &b->upstream.api);
+    assert_same_url(&a->upstream.auth, &b->upstream.auth);
+    assert_true(a->upstream.ca_file == NULL && b->upstream.ca_file == NULL);
+    assert_int_equal(a->upstream.connect_timeout_ms, b->upstream.connect_timeout_ms);
+    assert_int_equal(a->upstream.tls_handshake_timeout_ms, b->upstream.tls_handshake_timeout_ms);
+    assert_int_equal(a->upstream.response_timeout_ms, b->upstream.response_timeout_ms);
+    assert_int_equal(a->upstream.idle_timeout_ms, b->upstream.idle_timeout_ms);
+    assert_int_equal(a->upstream.pool_size, b->upstream.pool_size);
+    assert_int_equal(a->upstream.max_requests_per_conn, b->upstream.max_requests_per_conn);
+    assert_int_equal(a->upstream.queue_size, b->upstream.queue_size);
+    assert_int_equal(a->upstream.dns_refresh_ms, b->upstream.dns_refresh_ms);
+    assert_int_equal(a->log.level, b->log.level);
+    assert_int_equal(a->log.access_log, b->log.access_log);
+}
+
+/*
+ * gateway.conf documents every key with its default: uncommenting every "# key = value" line
+ * must give exactly the configuration of the same file as shipped.
+ */
+static void test_gateway_conf_documents_defaults(void **state)
+{
+    static const char *const all_keys[] = {
+        "listen",
+        "threads",
+        "max_header_size",
+        "max_body_size",
+        "client_timeout",
+        "request_timeout",
+        "shutdown_timeout",
+        "x_forwarded_for",
+        "client_id",
+        "api_url",
+        "auth_url",
+        "ca_file",
+        "connect_timeout",
+        "tls_handshake_timeout",
+        "response_timeout",
+        "idle_timeout",
+        "pool_size",
+        "max_requests_per_conn",
+        "queue_size",
+        "dns_refresh",
+        "level",
+        "access_log",
+    };
+    char path[512], *text, *line, *save = NULL, *out;
+    struct config *shipped, *uncommented;
+    size_t n = 0, len;
+    int uncommented_lines = 0;
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/config/gateway.conf", srcdir());
+    text = slurp(path);
+    for (size_t i = 0; i < sizeof(all_keys) / sizeof(all_keys[0]); i++) {
+        char needle[64];
+        snprintf(needle, sizeof(needle), "%s = ", all_keys[i]);
+        if (!strstr(text, needle))
+            print_message("  gateway.conf does not document %s\n", all_keys[i]);
+        assert_non_null(strstr(text, needle));
+    }
+
+    len = strlen(text);
+    out = malloc(len + 1);
+    assert_non_null(out);
+    for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        size_t k = 0;
+        if (strncmp(line, "# ", 2) == 0) {
+            while (line[2 + k] == '_' || (line[2 + k] >= 'a' && line[2 + k] <= 'z'))
+                k++;
+            if (k > 0 && strncmp(line + 2 + k, " = ", 3) == 0) {
+                line += 2;
+                uncommented_lines++;
+            }
+        }
+        n += (size_t)sprintf(out + n, "%s\n", line);
+    }
+    /* Every key but client_id (set) and ca_file (no default; an example only). */
+    assert_int_equal(uncommented_lines, 21);
+
+    shipped = load_shipped("gateway.conf");
+    uncommented = load_ok(out);
+    assert_same_config(shipped, uncommented);
+
+    config_unref(uncommented);
+    config_unref(shipped);
+    free(out);
+    free(text);
+}
+
+/* ---------------------------------------------------------------- lifetime and reload */
+
+static void test_refcount(void **state)
+{
+    struct config *cfg = load_ok("[upstream]\nclient_id = acme\n");
+
+    (void)state;
+    assert_int_equal(atomic_load(&cfg->refs), 1);
+    assert_ptr_equal(config_ref(cfg), cfg);
+    assert_int_equal(atomic_load(&cfg->refs), 2);
+    config_unref(cfg);
+    assert_int_equal(atomic_load(&cfg->refs), 1);
+    assert_string_equal(cfg->upstream.client_id, "acme"); /* still alive */
+    config_unref(cfg);                                    /* freed: ASan would complain */
+    assert_null(config_ref(NULL));
+    config_unref(NULL);
+}
+
+static void test_reload_check(void **state)
+{
+    struct config_errors errs = {0};
+    struct config *a = load_ok("[upstream]\nclient_id = acme\n");
+    struct config *b = load_ok("[server]\nmax_body_size = 2m\nclient_timeout = 5s\n"
+                               "[log]\nlevel = debug\n[upstream]\nclient_id = acme\n");
+    struct config *c = load_ok("[server]\nlisten = [::1]:8081\n"
+                               "[upstream]\nclient_id = other\npool_size = 8\n");
+
+    (void)state;
+    /* Only reloadable keys differ. */
+    assert_int_equal(config_reload_check(a, b, &errs), 0);
+    expect_count(&errs, 0);
+
+    assert_int_equal(config_reload_check(a, c, &errs), -1);
+    expect_count(&errs, 5);
+    expect_exact(&errs, 0,
+                 "t.conf:0: [server] listen: changed from 127.0.0.1:8080 to [::1]:8081, which "
+                 "takes effect only after a restart");
+    expect_msg(&errs, 1, "[upstream] client_id: changed from acme to other");
+    expect_msg(&errs, 2,
+               "[upstream] api_url: changed from https://acme.anymate.app to "
+               "https://other.anymate.app");
+    expect_msg(&errs, 3, "[upstream] auth_url: changed");
+    expect_msg(&errs, 4, "[upstream] pool_size: changed from 64 to 8");
+    config_errors_free(&errs);
+
+    assert_int_equal(config_reload_check(c, c, NULL), 0);
+    config_unref(a);
+    config_unref(b);
+    config_unref(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_parse_duration),
+        cmocka_unit_test(test_parse_bool),
+        cmocka_unit_test(test_parse_hostport),
+        cmocka_unit_test(test_parse_url),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_bounds),
+        cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_log_level),
+        cmocka_unit_test(test_bools_and_listen),
+        cmocka_unit_test(test_client_id),
+        cmocka_unit_test(test_unknown_section),
+        cmocka_unit_test(test_unknown_key),
+        cmocka_unit_test(test_duplicate_key),
+        cmocka_unit_test(test_key_outside_section),
+        cmocka_unit_test(test_syntax_errors),
+        cmocka_unit_test(test_long_lines),
+        cmocka_unit_test(test_syntax_accepted),
+        cmocka_unit_test(test_multiple_errors),
+        cmocka_unit_test(test_errors_accumulate),
+        cmocka_unit_test(test_upstream_derived),
+        cmocka_unit_test(test_upstream_override),
+        cmocka_unit_test(test_upstream_missing),
+        cmocka_unit_test(test_ca_file),
+        cmocka_unit_test(test_load_file_errors),
+        cmocka_unit_test(test_shipped_files_load),
+        cmocka_unit_test(test_gateway_conf_documents_defaults),
+        cmocka_unit_test(test_refcount),
+        cmocka_unit_test(test_reload_check),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,112 @@
+/*
+ * Unit tests for router.c: every endpoint of anymate-api.md §2.3 with and without a trailing
+ * slash, any ASCII case, the processKey segment, methods, and what is not routed.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <event2/http.h>
+#include <string.h>
+
+#include "router.h"
+
+struct route_case {
+    unsigned method;
+    const char *target;
+    int rc;
+    const char *name;
+    bool method_ok;
+    const char *key;
+};
+
+static void test_table(void **state)
+{
+    const struct route_case cases[] = {
+        {EVHTTP_REQ_POST, "/connect/token", 0, "Token", true, NULL},
+        {EVHTTP_REQ_POST, "/connect/token/", 0, "Token", true, NULL},
+        {EVHTTP_REQ_GET, "/connect/token", 0, "Token", false, NULL},
+        {EVHTTP_REQ_GET, "/api/OkToRun/pk1", 0, "OkToRun", true, "pk1"},
+        {EVHTTP_REQ_GET, "/api/OkToRun/pk1/", 0, "OkToRun", true, "pk1"},
+        {EVHTTP_REQ_GET, "/API/oktorun/pk1/", 0, "OkToRun", true, "pk1"},
+        {EVHTTP_REQ_GET, "/api/StartOrGetRun/my%20key", 0, "StartOrGetRun", true, "my%20key"},
+        {EVHTTP_REQ_GET, "/api/StartRun/pk", 0, "StartRun", true, "pk"},
+        {EVHTTP_REQ_POST, "/api/FinishRun/", 0, "FinishRun", true, NULL},
+        {EVHTTP_REQ_POST, "/api/FinishRun", 0, "FinishRun", true, NULL},
+        {EVHTTP_REQ_POST, "/api/finishrun/?x=1", 0, "FinishRun", true, NULL},
+        {EVHTTP_REQ_GET, "/api/FinishRun/", 0, "FinishRun", false, NULL},
+        {EVHTTP_REQ_POST, "/api/Failure/", 0, "Failure", true, NULL},
+        {EVHTTP_REQ_GET, "/api/GetRules/pk", 0, "GetRules", true, "pk"},
+        {EVHTTP_REQ_GET, "/api/TakeNext/pk", 0, "TakeNext", true, "pk"},
+        {EVHTTP_REQ_GET, "/api/TakeMany/pk/", 0, "TakeMany", true, "pk"},
+        {EVHTTP_REQ_POST, "/api/CreateTask/pk2/", 0, "CreateTask", true, "pk2"},
+        {EVHTTP_REQ_POST, "/api/CreateTasks/pk2", 0, "CreateTasks", true, "pk2"},
+        {EVHTTP_REQ_POST, "/api/CreateAndTakeTask/pk2", 0, "CreateAndTakeTask", true, "pk2"},
+        {EVHTTP_REQ_POST, "/api/UpdateTask/", 0, "UpdateTask", true, NULL},
+        {EVHTTP_REQ_POST, "/api/Solved/", 0, "Solved", true, NULL},
+        {EVHTTP_REQ_POST, "/api/Manual/", 0, "Manual", true, NULL},
+        {EVHTTP_REQ_POST, "/api/Retry/", 0, "Retry", true, NULL},
+        {EVHTTP_REQ_POST, "/api/Error/", 0, "Error", true, NULL},
+        {EVHTTP_REQ_POST, "/api/SolvedAsync/", 0, "SolvedAsync", true, NULL},
+        {EVHTTP_REQ_POST, "/api/ManualAsync/", 0, "ManualAsync", true, NULL},
+        {EVHTTP_REQ_POST, "/api/RetryAsync/", 0, "RetryAsync", true, NULL},
+        {EVHTTP_REQ_POST, "/api/ErrorAsync/", 0, "ErrorAsync", true, NULL},
+        {EVHTTP_REQ_POST, "/api/Return/", 0, "Return", true, NULL},
+        /* a processKey route without a key, or with two segments: not that endpoint */
+        {EVHTTP_REQ_GET, "/api/OkToRun/", 0, "api.other", true, NULL},
+        {EVHTTP_REQ_GET, "/api/OkToRun/a/b", 0, "api.other", true, NULL},
+        /* a longer name is another endpoint, not a prefix match */
+        {EVHTTP_REQ_POST, "/api/SolvedX/", 0, "api.other", true, NULL},
+        {EVHTTP_REQ_POST, "/api/Solved//", 0, "api.other", true, NULL},
+        {EVHTTP_REQ_GET, "/api/Something/new", 0, "api.other", true, NULL},
+        {EVHTTP_REQ_GET, "/", -1, NULL, false, NULL},
+        {EVHTTP_REQ_GET, "/api", -1, NULL, false, NULL},
+        {EVHTTP_REQ_GET, "/apix/OkToRun/pk", -1, NULL, false, NULL},
+        {EVHTTP_REQ_POST, "/connect/authorize", -1, NULL, false, NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct route_case *c = &cases[i];
+        struct route_match m;
+        int rc = router_match(c->method, c->target, &m);
+        if (rc != c->rc)
+            fail_msg("%s: rc %d, expected %d", c->target, rc, c->rc);
+        if (rc != 0)
+            continue;
+        if (strcmp(m.route->name, c->name) != 0)
+            fail_msg("%s: route %s, expected %s", c->target, m.route->name, c->name);
+        if (m.method_ok != c->method_ok)
+            fail_msg("%s: method_ok %d", c->target, m.method_ok);
+        if (c->key) {
+            assert_non_null(m.key);
+            if (m.key_len != strlen(c->key) || strncmp(m.key, c->key, m.key_len) != 0)
+                fail_msg("%s: key '%.*s'", c->target, (int)m.key_len, m.key);
+        } else {
+            assert_null(m.key);
+        }
+    }
+}
+
+static void test_table_rows_are_consistent(void **state)
+{
+    size_t n;
+    const struct route *t = router_table(&n);
+    assert_true(n >= 21);
+    for (size_t i = 0; i < n; i++) {
+        assert_non_null(t[i].allow);
+        assert_true(t[i].path[0] == '/');
+        assert_true(t[i].path[strlen(t[i].path) - 1] != '/');
+        if (t[i].audit == ROUTE_AUDIT_FINISHRUN)
+            assert_int_equal(t[i].body, ROUTE_BODY_FINISHRUN);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_table),
+        cmocka_unit_test(test_table_rows_are_consistent),
+    };
+    return cmocka_run_group_tests_name("router", tests, NULL, NULL);
+}
