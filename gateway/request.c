@@ -149,6 +149,7 @@ static void send_reply(struct gw_request *r, int status, struct evbuffer *body)
     r->bytes_out = body ? evbuffer_get_length(body) : 0;
     if (r->deadline)
         evtimer_del(r->deadline);
+    worker_reply_queued(r->worker, r->ereq);
     evhttp_send_reply(r->ereq, status, NULL, body);
     r->ereq = NULL;
     access_log(r);
@@ -177,7 +178,8 @@ void request_reply_refusal(struct gw_request *r, int status, const char *code,
 void request_reply_error(struct gw_request *r, enum gw_err err, const char *message)
 {
     const struct gw_err_info *info = errors_info(err);
-    if (err == GW_ERR_BAD_FRAMING || err == GW_ERR_BAD_HEADER || err == GW_ERR_BAD_REQUEST)
+    if (err == GW_ERR_BAD_FRAMING || err == GW_ERR_BAD_HEADER || err == GW_ERR_BAD_REQUEST ||
+        err == GW_ERR_BAD_TARGET)
         r->close = true; /* the rest of the stream cannot be trusted */
     if (err == GW_ERR_METHOD && r->match.route && r->match.route->allow)
         evhttp_add_header(evhttp_request_get_output_headers(r->ereq), "Allow",

@@ -215,10 +215,15 @@ static void conn_ssl_info_cb(const SSL *ssl, int where, int ret)
     if (!c)
         return;
     if ((where & SSL_CB_HANDSHAKE_START) && !c->tcp_up) {
-        c->tcp_up = true;
+        /* The OpenSSL bufferevent starts the handshake when the socket turns writable, which
+         * is also how a refused connect shows: only a socket with a peer is connected. */
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof(peer);
         int fd = SSL_get_fd(ssl);
-        if (fd >= 0)
-            util_set_nodelay(fd);
+        if (fd < 0 || getpeername(fd, (struct sockaddr *)&peer, &plen) != 0)
+            return;
+        c->tcp_up = true;
+        util_set_nodelay(fd);
         if (c->call && c->call->phase == PH_CONNECT)
             call_set_phase(c->call, PH_TLS);
     }

@@ -54,12 +54,32 @@ void worker_request_started(struct worker *w, struct gw_request *r)
     atomic_fetch_add(&w->status.requests, 1);
 }
 
+static void maybe_exit(struct worker *w)
+{
+    if (w->draining && w->ninflight == 0 && w->unflushed == 0)
+        event_base_loopexit(w->base, NULL);
+}
+
 void worker_request_finished(struct worker *w, struct gw_request *r)
 {
     TAILQ_REMOVE(&w->inflight, r, link);
     w->ninflight--;
-    if (w->draining && w->ninflight == 0)
-        event_base_loopexit(w->base, NULL);
+    maybe_exit(w);
+}
+
+static void reply_written_cb(struct evhttp_request *ereq, void *arg)
+{
+    struct worker *w = arg;
+    w->unflushed--;
+    maybe_exit(w);
+}
+
+void worker_reply_queued(struct worker *w, struct evhttp_request *ereq)
+{
+    /* evhttp calls this once the reply is written; not when the bot's connection fails
+     * first, which is why the shutdown deadline also bounds the wait for flushing. */
+    w->unflushed++;
+    evhttp_request_set_on_complete_cb(ereq, reply_written_cb, w);
 }
 
 static void deadline_cb(evutil_socket_t fd, short what, void *arg)
@@ -71,7 +91,15 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
                  "\"thread\":%d,\"inflight\":%u", w->index, w->ninflight);
     while ((r = TAILQ_FIRST(&w->inflight)) != NULL)
         request_abort(r); /* unlinks r */
-    event_base_loopexit(w->base, NULL);
+    if (w->flush_grace) {
+        event_base_loopexit(w->base, NULL); /* second expiry: stop waiting for slow bots */
+        return;
+    }
+    /* Let the 503s (and replies to bots that read slowly) go out, briefly. */
+    w->flush_grace = true;
+    struct timeval tv = {1, 0};
+    evtimer_add(w->deadline, &tv);
+    maybe_exit(w);
 }
 
 static void stop_cb(evutil_socket_t fd, short what, void *arg)
@@ -85,7 +113,7 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
         evhttp_del_accept_socket(w->http, w->bound); /* closes the listening socket */
         w->bound = NULL;
     }
-    if (w->ninflight == 0) {
+    if (w->ninflight == 0 && w->unflushed == 0) {
         event_base_loopexit(w->base, NULL);
         return;
     }

@@ -19,6 +19,7 @@
 struct event_base;
 struct evdns_base;
 struct evhttp;
+struct evhttp_request;
 struct evhttp_bound_socket;
 struct event;
 struct upstream_pool;
@@ -49,7 +50,9 @@ struct worker {
     struct event *janitor;
     TAILQ_HEAD(, gw_request) inflight;
     unsigned ninflight;
+    unsigned unflushed; /* replies handed to evhttp but not yet written out */
     bool draining;
+    bool flush_grace; /* the shutdown deadline passed once; waiting for replies to go out */
     struct worker_status status;
 };
 
@@ -66,5 +69,8 @@ void worker_join_and_free(struct worker *w);
 /* Called by request.c as requests come and go. */
 void worker_request_started(struct worker *w, struct gw_request *r);
 void worker_request_finished(struct worker *w, struct gw_request *r);
+/* A reply is about to be sent on EREQ: the worker keeps its loop running until it is written
+ * (or the bot's connection fails), so shutdown never cuts a reply short. */
+void worker_reply_queued(struct worker *w, struct evhttp_request *ereq);
 
 #endif

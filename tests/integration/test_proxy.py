@@ -1,0 +1,382 @@
+"""Gateway core, end to end: routing, proxying over verified TLS, pooling, limits, failures,
+smuggling-shaped requests and graceful shutdown (issue 2)."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+import unittest
+
+from harness import BUILD, GatewayTest, wait_for
+
+UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+# (method, path without trailing slash, body) for every endpoint of anymate-api.md §2.3
+ENDPOINTS = [
+    ("GET", "/api/OkToRun/pk1", None),
+    ("GET", "/api/StartOrGetRun/pk1", None),
+    ("GET", "/api/StartRun/pk1", None),
+    ("GET", "/api/GetRules/pk1", None),
+    ("POST", "/api/CreateTask/pk1", b'{"coreSystemKey":"A1","comment":"c"}'),
+    ("POST", "/api/CreateTasks/pk1", b'[{"coreSystemKey":"A2"},{"coreSystemKey":"A3"}]'),
+    ("POST", "/api/CreateAndTakeTask/pk1", b'{"coreSystemKey":"A4"}'),
+    ("GET", "/api/TakeNext/pk1", None),
+    ("GET", "/api/TakeMany/pk1", None),
+    ("POST", "/api/UpdateTask", b'{"taskId":1001,"comment":"updated"}'),
+    ("POST", "/api/Solved", b'{"taskId":1001,"reason":"ok","comment":null,'
+                            b'"overwriteSecondsSaved":null,"overwriteEntries":null}'),
+    ("POST", "/api/Manual", b'{"TaskId":1002,"Reason":null,"Comment":"",'
+                            b'"OverwriteSecondsSaved":null,"OverwriteEntries":null}'),
+    ("POST", "/api/Retry", b'{"taskId":1003,"activationDate":"2030-01-01T00:00:00+00:00"}'),
+    ("POST", "/api/Error", b'{"taskId":1004,"reason":"broken"}'),
+    ("POST", "/api/SolvedAsync", b'{"taskId":1005}'),
+    ("POST", "/api/ManualAsync", b'{"taskId":1006}'),
+    ("POST", "/api/RetryAsync", b'{"taskId":1007}'),
+    ("POST", "/api/ErrorAsync", b'{"taskId":1008}'),
+    ("POST", "/api/Return", b'[{"taskId":1009,"action":"Solved"}]'),
+    ("POST", "/api/Failure", b'{"processKey":"pk1","message":"it broke"}'),
+    ("POST", "/api/FinishRun", b'{"runId": 501, "overwriteSecondsSaved": null, '
+                               b'"overwriteEntries": 5}'),
+]
+
+
+def mock_url(mock):
+    return "https://localhost:%d" % mock.port
+
+
+class ProxyTest(GatewayTest):
+    def setUp(self):
+        super().setUp()
+        self.ca_, self.mock = self.tls_mock()
+
+    def gw(self, **opts):
+        """A ready gateway in front of the mock, with a bot token sent on every request."""
+        gw = self.gateway(mock_url(self.mock), ca_file=self.ca_.cert, **opts)
+        self.bearer = self.token(gw)
+        gw.default_headers = {"Authorization": "Bearer " + self.bearer}
+        self.mock_requests_before = len(self.mock.requests())
+        return gw
+
+    def forwarded(self):
+        """What the mock received after the token call of gw()."""
+        return self.mock.requests()[self.mock_requests_before:]
+
+    def test_token_and_every_endpoint_with_and_without_trailing_slash(self):
+        gw = self.gw()
+        token = self.token(gw)
+        self.assertEqual(len(token.split(".")), 3)
+        for slash in ("", "/"):
+            for method, path, body in ENDPOINTS:
+                with self.subTest(method=method, path=path + slash):
+                    before = len(self.mock.requests())
+                    hdrs = {"Authorization": "Bearer " + token}
+                    if body is not None:
+                        hdrs["Content-Type"] = "application/json; charset=utf-8"
+                    status, headers, data = gw.request(method, path + slash, body=body,
+                                                       headers=hdrs)
+                    self.assertEqual(status, 200, data)
+                    self.assertTrue(headers["content-type"].startswith("application/json"))
+                    json.loads(data)
+                    got = self.mock.requests()[before:]
+                    self.assertEqual(len(got), 1)
+                    self.assertEqual(got[0]["method"], method)
+                    self.assertEqual(got[0]["path"], path + slash)
+                    self.assertEqual(got[0]["body"], body or b"")
+                    sent = {k.lower(): v for k, v in got[0]["headers"]}
+                    self.assertEqual(sent["host"], "localhost:%d" % self.mock.port)
+                    self.assertEqual(sent["authorization"], "Bearer " + token)
+                    self.assertEqual(sent["x-request-id"], headers["x-request-id"])
+        # the token call went to the auth URL with the form body unchanged
+        tok = [r for r in self.mock.requests() if r["path"] == "/connect/token"]
+        self.assertEqual(len(tok), 2)  # gw() and this test each asked for one
+        self.assertEqual(tok[-1]["body"], b"client_id=acme&client_secret=secret&"
+                         b"grant_type=password&username=mate1&password=pw")
+
+    def test_unknown_paths_get_404_json_and_are_not_forwarded(self):
+        gw = self.gw()
+        for path in ("/", "/health", "/apix/OkToRun/pk1", "/connect/authorize"):
+            status, headers, data = gw.request("GET", path)
+            self.assertEqual(status, 404, path)
+            body = json.loads(data)
+            self.assertEqual(body["succeeded"], False)
+            self.assertEqual(body["error"], "route.not_found")
+            self.assertEqual(body["requestId"], headers["x-request-id"])
+        self.assertEqual(self.forwarded(), [])
+
+    def test_wrong_method_on_known_endpoint_is_405_with_allow(self):
+        gw = self.gw()
+        status, headers, data = gw.request("GET", "/api/FinishRun/")
+        self.assertEqual(status, 405)
+        self.assertEqual(headers["allow"], "POST")
+        self.assertEqual(json.loads(data)["error"], "route.method_not_allowed")
+        self.assertEqual(self.forwarded(), [])
+
+    def test_request_id_accepted_minted_and_echoed(self):
+        gw = self.gw()
+        status, headers, _ = gw.request("GET", "/api/OkToRun/pk1",
+                                        headers={"X-Request-Id": "bot-42.a:b_c"})
+        self.assertEqual(headers["x-request-id"], "bot-42.a:b_c")
+        for bad in ("has space", "x" * 65, "ünï"):
+            status, headers, _ = gw.request("GET", "/api/OkToRun/pk1",
+                                            headers={"X-Request-Id": bad.encode().decode(
+                                                "latin-1")})
+            self.assertRegex(headers["x-request-id"], UUID7)
+        status, headers, _ = gw.request("GET", "/api/OkToRun/pk1")
+        self.assertRegex(headers["x-request-id"], UUID7)
+        ids = self.forwarded()
+        sent = [dict((k.lower(), v) for k, v in r["headers"])["x-request-id"] for r in ids]
+        self.assertEqual(sent[0], "bot-42.a:b_c")
+        for s in sent[1:]:
+            self.assertRegex(s, UUID7)
+
+    def test_hop_by_hop_headers_are_not_forwarded(self):
+        gw = self.gw()
+        raw = (b"GET /api/OkToRun/pk1 HTTP/1.1\r\nHost: gateway.internal\r\n"
+               b"Authorization: Bearer " + self.bearer.encode() + b"\r\n"
+               b"Connection: keep-alive, X-Secret-Hop\r\nKeep-Alive: timeout=5\r\n"
+               b"X-Secret-Hop: 1\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Authorization: x\r\n"
+               b"X-Forwarded-For: 10.1.2.3\r\nX-End-To-End: kept\r\n\r\n")
+        out, _ = gw.raw(raw, timeout=2)
+        self.assertTrue(out.startswith(b"HTTP/1.1 200"), out[:200])
+        sent = {k.lower(): v for k, v in self.mock.requests()[-1]["headers"]}
+        for h in ("connection", "keep-alive", "x-secret-hop", "te", "upgrade",
+                  "proxy-authorization", "x-forwarded-for"):
+            self.assertNotIn(h, sent)
+        self.assertEqual(sent["x-end-to-end"], "kept")
+        self.assertEqual(sent["host"], "localhost:%d" % self.mock.port)
+
+    def test_x_forwarded_for_when_enabled(self):
+        gw = self.gw(server_extra="x_forwarded_for = on")
+        gw.request("GET", "/api/OkToRun/pk1")
+        sent = {k.lower(): v for k, v in self.mock.requests()[-1]["headers"]}
+        self.assertEqual(sent["x-forwarded-for"], "127.0.0.1")
+
+    def test_keep_alive_reuses_upstream_connections(self):
+        gw = self.gw(threads=1)
+        conn = gw.conn()
+        seen = []
+        for i in range(20):
+            status, headers, _ = gw.request("GET", "/api/OkToRun/pk1", conn=conn)
+            self.assertEqual(status, 200)
+            # the mock numbers its TCP connections and the requests on each
+            seen.append((headers["x-mock-connection"], int(headers["x-mock-request"])))
+        conn.close()
+        self.assertEqual(len({c for c, _ in seen}), 1, seen)
+        self.assertEqual([n for _, n in seen], list(range(seen[0][1], seen[0][1] + 20)))
+        # and a new bot connection (same worker thread) still uses the pooled connection
+        status, headers, _ = gw.request("GET", "/api/OkToRun/pk1")
+        self.assertEqual(headers["x-mock-connection"], seen[0][0])
+
+    def test_large_response(self):
+        gw = self.gw()
+        status, _, data = gw.request("GET", "/api/GetRules/pk1",
+                                     headers={"X-Mock-Response-Bytes": str(8 * 1024 * 1024)})
+        self.assertEqual(status, 200)
+        self.assertGreaterEqual(len(data), 8 * 1024 * 1024)
+        json.loads(data)
+
+    def test_concurrent_requests_across_threads(self):
+        gw = self.gw(threads=2)
+        results = []
+        lock = threading.Lock()
+
+        def client():
+            conn = gw.conn()
+            for _ in range(10):
+                s, _, _ = gw.request("GET", "/api/OkToRun/pk1", conn=conn,
+                                     headers={"X-Mock-Delay-Ms": "5"})
+                with lock:
+                    results.append(s)
+            conn.close()
+
+        threads = [threading.Thread(target=client) for _ in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(results, [200] * 400)
+        wait_for(lambda: len(gw.access()) >= 400, what="access log lines")
+        used = {a["thread"] for a in gw.access()}
+        self.assertEqual(used, {0, 1})
+        ids = [a["id"] for a in gw.access()]
+        self.assertEqual(len(ids), len(set(ids)))
+
+    def test_upstream_hangs_gives_504(self):
+        gw = self.gw(response_timeout="300ms")
+        t0 = time.monotonic()
+        status, _, data = gw.request("GET", "/api/OkToRun/pk1",
+                                     headers={"X-Mock-Delay-Ms": "3000"})
+        self.assertEqual(status, 504)
+        self.assertEqual(json.loads(data)["error"], "upstream.timeout")
+        self.assertLess(time.monotonic() - t0, 2.5)
+        # the gateway keeps serving afterwards
+        status, _, _ = gw.request("GET", "/api/OkToRun/pk1")
+        self.assertEqual(status, 200)
+
+    def test_written_post_is_not_retried(self):
+        gw = self.gw(response_timeout="300ms")
+        status, _, _ = gw.request("POST", "/api/FinishRun/", body=b'{"runId":501}',
+                                  headers={"Content-Type": "application/json",
+                                           "X-Mock-Delay-Ms": "1000"})
+        self.assertEqual(status, 504)
+        time.sleep(0)  # nothing to wait for: the mock logs a request when it arrives
+        finish = [r for r in self.forwarded() if r["path"] == "/api/FinishRun/"]
+        self.assertEqual(len(finish), 1)
+
+    def test_limits_431_and_413(self):
+        gw = self.gw(max_header_size="2k", max_body_size="1k")
+        status, _, data = gw.request("GET", "/api/OkToRun/pk1", headers={"X-Big": "a" * 3000})
+        self.assertEqual(status, 431)
+        self.assertEqual(json.loads(data)["error"], "request.headers_too_large")
+        status, _, data = gw.request("POST", "/api/CreateTask/pk1", body=b"x" * 2048,
+                                     headers={"Content-Type": "application/json"})
+        self.assertEqual(status, 413)
+        self.assertEqual(self.forwarded(), [])
+
+    def test_smuggling_shaped_requests_are_refused_and_not_forwarded(self):
+        gw = self.gw()
+        cases = [
+            b"POST /api/FinishRun/ HTTP/1.1\r\nHost: g\r\nContent-Length: 13\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /x HTTP/1.1\r\n\r\n",
+            b"POST /api/FinishRun/ HTTP/1.1\r\nHost: g\r\nContent-Length: 13\r\n"
+            b"Content-Length: 5\r\n\r\n{\"runId\":501}",
+            b"POST /api/FinishRun/ HTTP/1.1\r\nHost: g\r\nContent-Length: +13\r\n\r\n"
+            b"{\"runId\":501}",
+            b"POST /api/FinishRun/ HTTP/1.1\r\nHost: g\r\nContent-Length: 13, 13\r\n\r\n"
+            b"{\"runId\":501}",
+            b"POST /api/FinishRun/ HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: gzip, chunked\r\n"
+            b"\r\n0\r\n\r\n",
+            b"POST /api/FinishRun/ HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"POST /api/FinishRun/ HTTP/1.1\r\nHost: g\r\nContent-Length : 13\r\n\r\n"
+            b"{\"runId\":501}",
+            b"GET http://evil.example/api/OkToRun/pk1 HTTP/1.1\r\nHost: g\r\n\r\n",
+        ]
+        for raw in cases:
+            with self.subTest(raw=raw[:80]):
+                out, closed = gw.raw(raw, timeout=3)
+                self.assertTrue(out.startswith(b"HTTP/1.1 400"), out[:300])
+                self.assertTrue(closed, "the connection must be closed after a refusal")
+        self.assertEqual(self.forwarded(), [])
+
+    def test_graceful_shutdown_finishes_in_flight_requests(self):
+        gw = self.gw(shutdown_timeout="5s")
+        result = {}
+
+        def slow():
+            result["r"] = gw.request("GET", "/api/OkToRun/pk1",
+                                     headers={"X-Mock-Delay-Ms": "800"})
+
+        t = threading.Thread(target=slow)
+        t.start()
+        wait_for(lambda: len(self.forwarded()) == 1, what="request in flight at mock")
+        gw.proc.p.send_signal(signal.SIGTERM)
+        t.join(10)
+        self.assertEqual(result["r"][0], 200)
+        self.assertEqual(gw.proc.p.wait(10), 0)
+        with self.assertRaises(OSError):
+            socket.create_connection(("127.0.0.1", gw.port), timeout=1).close()
+
+    def test_shutdown_deadline_answers_503(self):
+        gw = self.gw(shutdown_timeout="200ms")
+        result = {}
+
+        def slow():
+            result["r"] = gw.request("GET", "/api/OkToRun/pk1",
+                                     headers={"X-Mock-Delay-Ms": "4000"})
+
+        t = threading.Thread(target=slow)
+        t.start()
+        wait_for(lambda: len(self.forwarded()) == 1, what="request in flight at mock")
+        gw.proc.p.send_signal(signal.SIGTERM)
+        t.join(10)
+        self.assertEqual(result["r"][0], 503)
+        self.assertEqual(json.loads(result["r"][2])["error"], "gateway.shutting_down")
+        self.assertEqual(gw.proc.p.wait(10), 0)
+
+    def test_admin_livez_readyz(self):
+        gw = self.gw()
+        status, _, data = gw.admin("GET", "/livez")
+        self.assertEqual(status, 200)
+        status, _, data = gw.admin("GET", "/readyz")
+        self.assertEqual(status, 200)
+        body = json.loads(data)
+        self.assertTrue(body["ready"])
+        self.assertTrue(body["checks"]["upstream_api"]["resolved"])
+
+
+class UpstreamFailureTest(GatewayTest):
+    def test_upstream_down_gives_502(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()  # nothing listens there now
+        gw = self.gateway("https://127.0.0.1:%d" % port)
+        status, _, data = gw.request("GET", "/api/OkToRun/pk1")
+        self.assertEqual(status, 502)
+        self.assertEqual(json.loads(data)["error"], "upstream.connect")
+
+    def test_wrong_certificate_host_name_gives_502_and_sends_nothing(self):
+        ca = self.ca()
+        cert, key = ca.issue("wrong", dns=("wrong.example",), ips=())
+        from harness import Mock
+        mock = self.own(Mock(self.tmp, cert, key))
+        gw = self.gateway("https://localhost:%d" % mock.port, ca_file=ca.cert)
+        status, _, data = gw.request("POST", "/api/FinishRun/", body=b'{"runId":501}',
+                                     headers={"Content-Type": "application/json"})
+        self.assertEqual(status, 502)
+        body = json.loads(data)
+        self.assertEqual(body["error"], "upstream.tls")
+        self.assertIn("mismatch", body["message"].lower())
+        self.assertEqual(mock.requests(), [])
+
+    def test_untrusted_ca_gives_502_and_sends_nothing(self):
+        ca = self.ca("ca")
+        other = self.ca("other")
+        cert, key = ca.issue("mock")
+        from harness import Mock
+        mock = self.own(Mock(self.tmp, cert, key))
+        gw = self.gateway("https://localhost:%d" % mock.port, ca_file=other.cert)
+        status, _, data = gw.request("POST", "/api/FinishRun/", body=b'{"runId":501}',
+                                     headers={"Content-Type": "application/json"})
+        self.assertEqual(status, 502)
+        self.assertEqual(json.loads(data)["error"], "upstream.tls")
+        self.assertEqual(mock.requests(), [])
+
+
+class CommandLineTest(unittest.TestCase):
+    GW = os.path.join(BUILD, "anymate-gateway")
+
+    def test_version_and_help(self):
+        out = subprocess.run([self.GW, "--version"], capture_output=True, text=True)
+        self.assertEqual(out.returncode, 0)
+        self.assertTrue(out.stdout.startswith("anymate-gateway "))
+        out = subprocess.run([self.GW, "--help"], capture_output=True, text=True)
+        self.assertEqual(out.returncode, 0)
+        self.assertIn("-t -c FILE", out.stdout)
+
+    def test_check_reports_every_error_with_file_and_line(self):
+        import tempfile
+        with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as f:
+            f.write("[server]\nthreads = lots\nbogus = 1\n[upstream]\nclient_id = acme\n")
+            path = f.name
+        try:
+            out = subprocess.run([self.GW, "-t", "-c", path], capture_output=True, text=True)
+            self.assertEqual(out.returncode, 1)
+            self.assertIn("%s:2:" % path, out.stderr)
+            self.assertIn("%s:3:" % path, out.stderr)
+        finally:
+            os.unlink(path)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        for name in ("gateway.conf", "minimal.conf"):
+            out = subprocess.run([self.GW, "-t", "-c", os.path.join(root, "config", name)],
+                                 capture_output=True, text=True)
+            self.assertEqual(out.returncode, 0, name + ": " + out.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
