@@ -82,6 +82,7 @@ class Proc:
     def __init__(self, name, argv, logdir, env=None):
         self.name = name
         self.argv = argv
+        self.expect_failure = False
         self.lines = []
         self.lock = threading.Lock()
         self.logpath = os.path.join(logdir, name + ".log")
@@ -304,13 +305,24 @@ class GatewayTest(unittest.TestCase):
         self.tmp = tempfile.mkdtemp(prefix="gwtest-")
         self._procs = []
 
+    SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
     def tearDown(self):
+        problems = []
         for p in reversed(self._procs):
             try:
                 p.close()
-            except Exception:
-                pass
-        failed = self._failed()
+            except Exception as e:
+                problems.append("%s: %s" % (p.name, e))
+                continue
+            # Under `make asan` a sanitizer report anywhere fails the test that caused it.
+            p = getattr(p, "proc", p)
+            for line in p.lines:
+                if any(m in line for m in self.SANITIZER_MARKS):
+                    problems.append("%s: %s" % (p.name, line))
+            if p.p.returncode not in (0, -signal.SIGTERM) and not p.expect_failure:
+                problems.append("%s exited with status %s" % (p.name, p.p.returncode))
+        failed = self._failed() or bool(problems)
         if failed:
             for name in sorted(os.listdir(self.tmp)):
                 if name.endswith(".log"):
@@ -319,6 +331,8 @@ class GatewayTest(unittest.TestCase):
                     print("\n--- %s (last lines) ---\n%s" % (name, "".join(tail)))
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
+        if problems and not failed:
+            self.fail("after the test: " + "; ".join(problems[:5]))
 
     def _failed(self):
         """True when this test (or one of its subtests) has failed or errored so far."""
