@@ -333,6 +333,9 @@ static void conn_release(struct upconn *c, bool reusable)
     pool->nidle++;
     struct timeval tv = ms_tv(pool->cfg->upstream.idle_timeout_ms);
     evtimer_add(c->idle_timer, &tv);
+    /* A queued call takes it at once (evhttp accepts a new request from the callback of the
+     * previous one: the connection is already idle then). */
+    pool_pump(pool);
 }
 
 /* ---- calls ---- */

@@ -227,6 +227,27 @@ class ProxyTest(GatewayTest):
         finish = [r for r in self.forwarded() if r["path"] == "/api/FinishRun/"]
         self.assertEqual(len(finish), 1)
 
+    def test_pool_queue_full_gives_503(self):
+        gw = self.gw(threads=1, upstream_extra="pool_size = 1\nqueue_size = 1")
+        results = []
+
+        def slow():
+            results.append(gw.request("GET", "/api/OkToRun/pk1",
+                                      headers={"X-Mock-Delay-Ms": "700"}))
+
+        threads = [threading.Thread(target=slow) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        statuses = sorted(r[0] for r in results)
+        # one on the only connection, one waiting in the queue, one refused at once
+        self.assertEqual(statuses, [200, 200, 503])
+        refused = [r for r in results if r[0] == 503][0]
+        self.assertEqual(json.loads(refused[2])["error"], "upstream.queue_full")
+        self.assertEqual(refused[1]["retry-after"], "1")
+        self.assertEqual(len(self.forwarded()), 2)
+
     def test_limits_431_and_413(self):
         gw = self.gw(max_header_size="2k", max_body_size="1k")
         status, _, data = gw.request("GET", "/api/OkToRun/pk1", headers={"X-Big": "a" * 3000})
@@ -319,6 +340,9 @@ class UpstreamFailureTest(GatewayTest):
         status, _, data = gw.request("GET", "/api/OkToRun/pk1")
         self.assertEqual(status, 502)
         self.assertEqual(json.loads(data)["error"], "upstream.connect")
+        # nothing was written, so it was tried once more on a fresh connection
+        failed = wait_for(lambda: gw.proc.find("upstream failed"), what="upstream failed log")
+        self.assertEqual(failed[0]["attempts"], 2)
 
     def test_wrong_certificate_host_name_gives_502_and_sends_nothing(self):
         ca = self.ca()
