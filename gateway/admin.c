@@ -29,8 +29,7 @@ static void reply_json(struct evhttp_request *req, int status, json_t *body)
     struct evbuffer *buf = evbuffer_new();
     if (s && buf)
         evbuffer_add(buf, s, strlen(s));
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                      "application/json");
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
     evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "no-store");
     evhttp_send_reply(req, status, NULL, buf);
     if (buf)
@@ -74,20 +73,20 @@ static void handle(struct evhttp_request *req, void *arg)
         ready = ready && workers_ok && api_ok && auth_ok;
         json_t *body = json_pack(
             "{s:b, s:{s:{s:b, s:i, s:i}, s:{s:b, s:i}, s:{s:b, s:i}, s:b}, s:{s:I, s:I, s:I}}",
-            "ready", ready, "checks", "workers", "ok", workers_ok, "running", running,
-            "configured", a->nworkers, "upstream_api", "resolved", api_ok, "threads_resolved",
-            resolved[ROUTE_UPSTREAM_API], "upstream_auth", "resolved", auth_ok,
-            "threads_resolved", resolved[ROUTE_UPSTREAM_AUTH], "shutting_down", a->draining,
-            "counters", "requests", (json_int_t)requests, "upstream_connections_opened",
-            (json_int_t)opened, "upstream_requests", (json_int_t)upreq);
+            "ready", ready, "checks", "workers", "ok", workers_ok, "running", running, "configured",
+            a->nworkers, "upstream_api", "resolved", api_ok, "threads_resolved",
+            resolved[ROUTE_UPSTREAM_API], "upstream_auth", "resolved", auth_ok, "threads_resolved",
+            resolved[ROUTE_UPSTREAM_AUTH], "shutting_down", a->draining, "counters", "requests",
+            (json_int_t)requests, "upstream_connections_opened", (json_int_t)opened,
+            "upstream_requests", (json_int_t)upreq);
         reply_json(req, ready ? 200 : 503, body);
         return;
     }
     reply_json(req, 404, json_pack("{s:s}", "error", "not found: /livez, /readyz"));
 }
 
-struct admin *admin_new(struct event_base *base, int fd, struct worker **workers,
-                        int nworkers, char *errbuf, size_t errlen)
+struct admin *admin_new(struct event_base *base, int fd, struct worker **workers, int nworkers,
+                        char *errbuf, size_t errlen)
 {
     struct admin *a = calloc(1, sizeof(*a));
     if (!a) {

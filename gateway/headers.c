@@ -123,9 +123,20 @@ int headers_check_request(const struct evkeyvalq *in, size_t request_line_len,
 bool headers_is_hop_by_hop(const char *name)
 {
     static const char *const names[] = {
-        "Connection", "Keep-Alive", "TE",   "Trailer",     "Transfer-Encoding", "Upgrade",
-        "Host",       "Content-Length",     "X-Request-Id", "Expect", "X-Forwarded-For",
-        "Proxy-Connection", "Proxy-Authorization", "Proxy-Authenticate",
+        "Connection",
+        "Keep-Alive",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Host",
+        "Content-Length",
+        "X-Request-Id",
+        "Expect",
+        "X-Forwarded-For",
+        "Proxy-Connection",
+        "Proxy-Authorization",
+        "Proxy-Authenticate",
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (strcasecmp(name, names[i]) == 0)
@@ -164,8 +175,7 @@ int headers_copy(const struct evkeyvalq *in, struct evkeyvalq *out, bool request
         if (request) {
             if (headers_is_hop_by_hop(h->key))
                 continue;
-        } else if (strcasecmp(h->key, "Connection") == 0 ||
-                   strcasecmp(h->key, "Keep-Alive") == 0 ||
+        } else if (strcasecmp(h->key, "Connection") == 0 || strcasecmp(h->key, "Keep-Alive") == 0 ||
                    strcasecmp(h->key, "Transfer-Encoding") == 0 ||
                    strcasecmp(h->key, "Content-Length") == 0 ||
                    strcasecmp(h->key, "Trailer") == 0 || strcasecmp(h->key, "Upgrade") == 0 ||

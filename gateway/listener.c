@@ -26,8 +26,7 @@ int listener_open(const char *host, uint16_t port, bool reuseport, uint16_t *bou
     snprintf(portstr, sizeof(portstr), "%u", port);
     int rc = getaddrinfo(host, portstr, &hints, &res);
     if (rc != 0 || !res) {
-        snprintf(errbuf, errlen, "cannot resolve listen address %s: %s", host,
-                 gai_strerror(rc));
+        snprintf(errbuf, errlen, "cannot resolve listen address %s: %s", host, gai_strerror(rc));
         return -1;
     }
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

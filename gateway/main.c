@@ -33,14 +33,13 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: anymate-gateway -c FILE        run the gateway\n"
-            "       anymate-gateway -t -c FILE     check FILE and exit (0 ok, 1 errors)\n"
-            "       anymate-gateway --version\n"
-            "       anymate-gateway --help\n"
-            "\n"
-            "A reverse proxy for Anymate RPA bots: forwards /connect/token and /api/... to\n"
-            "Anymate over verified TLS. Configuration reference: config/gateway.conf.\n");
+    fprintf(out, "usage: anymate-gateway -c FILE        run the gateway\n"
+                 "       anymate-gateway -t -c FILE     check FILE and exit (0 ok, 1 errors)\n"
+                 "       anymate-gateway --version\n"
+                 "       anymate-gateway --help\n"
+                 "\n"
+                 "A reverse proxy for Anymate RPA bots: forwards /connect/token and /api/... to\n"
+                 "Anymate over verified TLS. Configuration reference: config/gateway.conf.\n");
 }
 
 struct app {
@@ -118,8 +117,8 @@ static int run(struct config *cfg)
         app.nworkers++;
     }
     uint16_t admin_port = 0;
-    int afd = listener_open(cfg->admin.listen.host, cfg->admin.listen.port, false, &admin_port,
-                            err, sizeof(err));
+    int afd = listener_open(cfg->admin.listen.host, cfg->admin.listen.port, false, &admin_port, err,
+                            sizeof(err));
     if (afd < 0) {
         log_error("cannot open the admin listener", "\"reason\":\"%s\"", err);
         goto out;

@@ -156,8 +156,7 @@ static void send_reply(struct gw_request *r, int status, struct evbuffer *body)
     request_free(r);
 }
 
-void request_reply_refusal(struct gw_request *r, int status, const char *code,
-                           const char *message)
+void request_reply_refusal(struct gw_request *r, int status, const char *code, const char *message)
 {
     r->error_code = code;
     if (!r->ended_by)
@@ -251,8 +250,7 @@ static enum request_next phase_head(struct gw_request *r)
 
     /* Request id first, so that even a refusal carries one. */
     const char *given = evhttp_find_header(in, "X-Request-Id");
-    if (given && headers_count(in, "X-Request-Id") == 1 &&
-        util_request_id_ok(given, strlen(given)))
+    if (given && headers_count(in, "X-Request-Id") == 1 && util_request_id_ok(given, strlen(given)))
         snprintf(r->id, sizeof(r->id), "%s", given);
     else
         util_uuid7(r->id);
@@ -264,8 +262,8 @@ static enum request_next phase_head(struct gw_request *r)
     enum gw_err err;
     const char *why = NULL;
     size_t line_len = strlen(r->method) + strlen(uri) + 11; /* " HTTP/1.1\r\n" */
-    if (headers_check_request(in, line_len, r->worker->cfg->server.max_header_size, &err,
-                              &why) != 0) {
+    if (headers_check_request(in, line_len, r->worker->cfg->server.max_header_size, &err, &why) !=
+        0) {
         request_reply_error(r, err, why);
         return REQUEST_DONE;
     }

@@ -47,19 +47,19 @@ struct gw_request {
     struct route_match match;
     char id[UTIL_REQUEST_ID_MAX + 1];
     const char *method;
-    uint64_t t_start_ms;    /* monotonic, handler entered */
-    uint64_t t_wall_ms;     /* wall clock, for records */
-    uint64_t t_up_start_ms; /* forward started */
-    uint64_t t_up_ms;       /* upstream duration */
-    struct evkeyvalq *fwd_headers;   /* owned: headers sent upstream */
-    struct upstream_call *call;      /* owned while forwarding */
-    struct event *deadline;          /* owned: request_timeout */
+    uint64_t t_start_ms;                  /* monotonic, handler entered */
+    uint64_t t_wall_ms;                   /* wall clock, for records */
+    uint64_t t_up_start_ms;               /* forward started */
+    uint64_t t_up_ms;                     /* upstream duration */
+    struct evkeyvalq *fwd_headers;        /* owned: headers sent upstream */
+    struct upstream_call *call;           /* owned while forwarding */
+    struct event *deadline;               /* owned: request_timeout */
     void (*cancel)(struct gw_request *r); /* set by a hook while it is in REQUEST_AGAIN */
-    unsigned step;                   /* pipeline position */
-    int status;                      /* status sent */
-    const char *error_code;          /* static, when the gateway refused or failed */
-    const char *ended_by;            /* "upstream", "gateway", "timeout", "shutdown" */
-    bool close;                      /* send Connection: close */
+    unsigned step;                        /* pipeline position */
+    int status;                           /* status sent */
+    const char *error_code;               /* static, when the gateway refused or failed */
+    const char *ended_by;                 /* "upstream", "gateway", "timeout", "shutdown" */
+    bool close;                           /* send Connection: close */
     size_t bytes_in, bytes_out;
     void *hook_data[REQUEST_PHASE__COUNT]; /* one slot per phase for its hooks' state */
 };
@@ -79,8 +79,7 @@ void request_resume(struct gw_request *r);
  * non-NULL (policy refusals carry their own codes); STATUS likewise when non-zero.
  */
 void request_reply_error(struct gw_request *r, enum gw_err err, const char *message);
-void request_reply_refusal(struct gw_request *r, int status, const char *code,
-                           const char *message);
+void request_reply_refusal(struct gw_request *r, int status, const char *code, const char *message);
 
 /* Abort an in-flight request (shutdown deadline): cancels pending work, replies 503. */
 void request_abort(struct gw_request *r);

@@ -17,12 +17,12 @@ static const struct route table[] = {
      ROUTE_AUDIT_COUNT_ONLY},
     {"OkToRun", "/api/OkToRun", GET, "GET", true, ROUTE_UPSTREAM_API, ROUTE_BODY_NONE,
      ROUTE_AUDIT_COUNT_ONLY},
-    {"StartOrGetRun", "/api/StartOrGetRun", GET, "GET", true, ROUTE_UPSTREAM_API,
-     ROUTE_BODY_NONE, ROUTE_AUDIT_LEARN_RUN},
+    {"StartOrGetRun", "/api/StartOrGetRun", GET, "GET", true, ROUTE_UPSTREAM_API, ROUTE_BODY_NONE,
+     ROUTE_AUDIT_LEARN_RUN},
     {"StartRun", "/api/StartRun", GET, "GET", true, ROUTE_UPSTREAM_API, ROUTE_BODY_NONE,
      ROUTE_AUDIT_LEARN_RUN},
-    {"FinishRun", "/api/FinishRun", POST, "POST", false, ROUTE_UPSTREAM_API,
-     ROUTE_BODY_FINISHRUN, ROUTE_AUDIT_FINISHRUN},
+    {"FinishRun", "/api/FinishRun", POST, "POST", false, ROUTE_UPSTREAM_API, ROUTE_BODY_FINISHRUN,
+     ROUTE_AUDIT_FINISHRUN},
     {"Failure", "/api/Failure", POST, "POST", false, ROUTE_UPSTREAM_API, ROUTE_BODY_JSON,
      ROUTE_AUDIT_COUNT_ONLY},
     {"GetRules", "/api/GetRules", GET, "GET", true, ROUTE_UPSTREAM_API, ROUTE_BODY_NONE,
@@ -33,8 +33,8 @@ static const struct route table[] = {
      ROUTE_AUDIT_LEARN_TASKS},
     {"CreateTask", "/api/CreateTask", POST, "POST", true, ROUTE_UPSTREAM_API, ROUTE_BODY_JSON,
      ROUTE_AUDIT_LEARN_TASKS},
-    {"CreateTasks", "/api/CreateTasks", POST, "POST", true, ROUTE_UPSTREAM_API,
-     ROUTE_BODY_JSON, ROUTE_AUDIT_LEARN_TASKS},
+    {"CreateTasks", "/api/CreateTasks", POST, "POST", true, ROUTE_UPSTREAM_API, ROUTE_BODY_JSON,
+     ROUTE_AUDIT_LEARN_TASKS},
     {"CreateAndTakeTask", "/api/CreateAndTakeTask", POST, "POST", true, ROUTE_UPSTREAM_API,
      ROUTE_BODY_JSON, ROUTE_AUDIT_LEARN_TASKS},
     {"UpdateTask", "/api/UpdateTask", POST, "POST", false, ROUTE_UPSTREAM_API, ROUTE_BODY_JSON,
@@ -60,9 +60,9 @@ static const struct route table[] = {
 };
 
 /* Anything else under /api/: forwarded unchanged (the allow-list of endpoints is policy). */
-static const struct route api_other = {"api.other", "/api", ANY, NULL, false,
-                                       ROUTE_UPSTREAM_API, ROUTE_BODY_ANY,
-                                       ROUTE_AUDIT_COUNT_ONLY};
+static const struct route api_other = {
+    "api.other",           "/api", ANY, NULL, false, ROUTE_UPSTREAM_API, ROUTE_BODY_ANY,
+    ROUTE_AUDIT_COUNT_ONLY};
 
 const struct route *router_table(size_t *count)
 {

@@ -38,11 +38,11 @@ enum route_audit {
 
 /* Methods as a bit set of libevent's enum evhttp_cmd_type values. */
 struct route {
-    const char *name;    /* "FinishRun", "Token", "api.other" */
-    const char *path;    /* "/api/FinishRun", without trailing slash */
-    unsigned methods;    /* allowed methods (EVHTTP_REQ_* bits) */
-    const char *allow;   /* the Allow header value for 405 */
-    bool process_key;    /* path continues with /{processKey} */
+    const char *name;  /* "FinishRun", "Token", "api.other" */
+    const char *path;  /* "/api/FinishRun", without trailing slash */
+    unsigned methods;  /* allowed methods (EVHTTP_REQ_* bits) */
+    const char *allow; /* the Allow header value for 405 */
+    bool process_key;  /* path continues with /{processKey} */
     enum route_upstream upstream;
     enum route_body body;
     enum route_audit audit;

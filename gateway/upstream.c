@@ -74,9 +74,9 @@ struct upstream_call {
     struct upstream_request req;
     upstream_done_fn done;
     void *arg;
-    struct event *timer;          /* owned: phase deadlines */
-    struct event *notify;         /* owned: deferred failure callback */
-    struct evhttp_request *ereq;  /* owned by evhttp while in flight */
+    struct event *timer;         /* owned: phase deadlines */
+    struct event *notify;        /* owned: deferred failure callback */
+    struct evhttp_request *ereq; /* owned by evhttp while in flight */
     enum evhttp_request_error eerr;
     bool have_eerr;
     enum call_phase phase;
@@ -265,8 +265,8 @@ static struct upconn *conn_new(struct upstream_pool *pool)
             goto fail_conn;
         SSL_set_app_data(c->ssl, c);
         SSL_set_info_callback(c->ssl, conn_ssl_info_cb);
-        c->bev = bufferevent_openssl_socket_new(pool->base, -1, c->ssl,
-                                                BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+        c->bev = bufferevent_openssl_socket_new(pool->base, -1, c->ssl, BUFFEREVENT_SSL_CONNECTING,
+                                                BEV_OPT_CLOSE_ON_FREE);
         if (!c->bev) {
             SSL_free(c->ssl);
             goto fail_conn;
@@ -522,8 +522,8 @@ static void call_send(struct upstream_call *call, struct upconn *c)
         snprintf(len, sizeof(len), "%zu", blen);
         evhttp_add_header(out, "Content-Length", len);
         /* A reference: the bytes stay in the caller's buffer, which outlives the call. */
-        if (evbuffer_add_buffer_reference(evhttp_request_get_output_buffer(ereq),
-                                          call->req.body) != 0) {
+        if (evbuffer_add_buffer_reference(evhttp_request_get_output_buffer(ereq), call->req.body) !=
+            0) {
             evhttp_request_free(ereq);
             goto fail;
         }
@@ -602,15 +602,15 @@ static void pool_pump(struct upstream_pool *pool)
 }
 
 struct upstream_call *upstream_call_start(struct upstream_pool *pool,
-                                          const struct upstream_request *req,
-                                          upstream_done_fn done, void *arg, enum gw_err *err)
+                                          const struct upstream_request *req, upstream_done_fn done,
+                                          void *arg, enum gw_err *err)
 {
     if (pool->naddrs == 0 && pool->dns_failed) {
         *err = GW_ERR_UPSTREAM_DNS;
         return NULL;
     }
-    bool must_wait = pool->nidle == 0 &&
-                     (pool->naddrs == 0 || pool->nconns >= pool->cfg->upstream.pool_size);
+    bool must_wait =
+        pool->nidle == 0 && (pool->naddrs == 0 || pool->nconns >= pool->cfg->upstream.pool_size);
     if (must_wait && pool->nwaiting >= pool->cfg->upstream.queue_size) {
         *err = GW_ERR_QUEUE_FULL;
         return NULL;
@@ -710,8 +710,8 @@ static void dns_done_cb(int result, struct evutil_addrinfo *res, void *arg)
     if (result == EVUTIL_EAI_CANCEL)
         return;
     if (result != 0 || !res) {
-        snprintf(pool->dns_error, sizeof(pool->dns_error), "cannot resolve %s: %s",
-                 pool->url->host, evutil_gai_strerror(result));
+        snprintf(pool->dns_error, sizeof(pool->dns_error), "cannot resolve %s: %s", pool->url->host,
+                 evutil_gai_strerror(result));
         if (pool->naddrs == 0) {
             pool->dns_failed = true;
             log_error("upstream name resolution failed",
@@ -757,8 +757,7 @@ static void dns_start(struct upstream_pool *pool)
     hints.ai_protocol = IPPROTO_TCP;
     hints.ai_flags = EVUTIL_AI_ADDRCONFIG;
     /* May call dns_done_cb before returning (numeric hosts, /etc/hosts): that is fine here. */
-    pool->dns_req =
-        evdns_getaddrinfo(pool->dns, pool->url->host, NULL, &hints, dns_done_cb, pool);
+    pool->dns_req = evdns_getaddrinfo(pool->dns, pool->url->host, NULL, &hints, dns_done_cb, pool);
 }
 
 static void dns_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -805,8 +804,8 @@ struct upstream_pool *upstream_pool_new(struct event_base *base, struct evdns_ba
     if (default_port)
         snprintf(pool->host_header, sizeof(pool->host_header), v6 ? "[%s]" : "%s", url->host);
     else
-        snprintf(pool->host_header, sizeof(pool->host_header), v6 ? "[%s]:%u" : "%s:%u",
-                 url->host, url->port);
+        snprintf(pool->host_header, sizeof(pool->host_header), v6 ? "[%s]:%u" : "%s:%u", url->host,
+                 url->port);
     TAILQ_INIT(&pool->idle);
     TAILQ_INIT(&pool->graveyard);
     TAILQ_INIT(&pool->waiters);

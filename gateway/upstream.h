@@ -79,8 +79,8 @@ typedef void (*upstream_done_fn)(struct upstream_call *call, void *arg);
  * even be queued (queue full, name resolution failed, out of memory): no callback then.
  */
 struct upstream_call *upstream_call_start(struct upstream_pool *pool,
-                                          const struct upstream_request *req,
-                                          upstream_done_fn done, void *arg, enum gw_err *err);
+                                          const struct upstream_request *req, upstream_done_fn done,
+                                          void *arg, enum gw_err *err);
 
 /*
  * Results, valid from the done callback until upstream_call_free. On success status is the

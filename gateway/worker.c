@@ -170,8 +170,7 @@ struct worker *worker_new(int index, struct config *cfg, SSL_CTX *ssl_ctx, int f
         goto fail;
     }
 
-    const struct config_url *urls[ROUTE_UPSTREAM_COUNT] = {&cfg->upstream.api,
-                                                           &cfg->upstream.auth};
+    const struct config_url *urls[ROUTE_UPSTREAM_COUNT] = {&cfg->upstream.api, &cfg->upstream.auth};
     const char *names[ROUTE_UPSTREAM_COUNT] = {"api", "auth"};
     for (int i = 0; i < ROUTE_UPSTREAM_COUNT; i++) {
         w->pools[i] = upstream_pool_new(w->base, w->dns, ssl_ctx, urls[i], cfg, names[i]);

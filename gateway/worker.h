@@ -45,8 +45,8 @@ struct worker {
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
     struct upstream_pool *pools[ROUTE_UPSTREAM_COUNT];
-    struct event *stop_ev;   /* activated from the main thread */
-    struct event *deadline;  /* shutdown deadline */
+    struct event *stop_ev;  /* activated from the main thread */
+    struct event *deadline; /* shutdown deadline */
     struct event *janitor;
     TAILQ_HEAD(, gw_request) inflight;
     unsigned ninflight;
@@ -62,8 +62,8 @@ struct worker {
  */
 struct worker *worker_new(int index, struct config *cfg, SSL_CTX *ssl_ctx, int fd, char *errbuf,
                           size_t errlen);
-int worker_start(struct worker *w);         /* spawn the thread; 0 or -1 */
-void worker_stop(struct worker *w);         /* thread-safe: begin draining */
+int worker_start(struct worker *w); /* spawn the thread; 0 or -1 */
+void worker_stop(struct worker *w); /* thread-safe: begin draining */
 void worker_join_and_free(struct worker *w);
 
 /* Called by request.c as requests come and go. */

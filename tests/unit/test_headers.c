@@ -54,8 +54,7 @@ static void test_framing_table(void **state)
         {"chunked alone", "Transfer-Encoding", "chunked", NULL, NULL, 0},
         {"chunked any case", "Transfer-Encoding", "Chunked", NULL, NULL, 0},
         {"no framing", "Accept", "*/*", NULL, NULL, 0},
-        {"two content-length", "Content-Length", "13", "Content-Length", "5",
-         GW_ERR_BAD_FRAMING},
+        {"two content-length", "Content-Length", "13", "Content-Length", "5", GW_ERR_BAD_FRAMING},
         {"two equal content-length", "Content-Length", "5", "content-length", "5",
          GW_ERR_BAD_FRAMING},
         {"plus sign", "Content-Length", "+5", NULL, NULL, GW_ERR_BAD_FRAMING},
@@ -65,8 +64,7 @@ static void test_framing_table(void **state)
         {"empty", "Content-Length", "", NULL, NULL, GW_ERR_BAD_FRAMING},
         {"hex", "Content-Length", "0x10", NULL, NULL, GW_ERR_BAD_FRAMING},
         {"too long", "Content-Length", "1234567890123456789", NULL, NULL, GW_ERR_BAD_FRAMING},
-        {"te and cl", "Transfer-Encoding", "chunked", "Content-Length", "5",
-         GW_ERR_BAD_FRAMING},
+        {"te and cl", "Transfer-Encoding", "chunked", "Content-Length", "5", GW_ERR_BAD_FRAMING},
         {"te list", "Transfer-Encoding", "gzip, chunked", NULL, NULL, GW_ERR_BAD_FRAMING},
         {"te unknown", "Transfer-Encoding", "identity", NULL, NULL, GW_ERR_BAD_FRAMING},
         {"two te", "Transfer-Encoding", "chunked", "Transfer-Encoding", "chunked",
@@ -119,19 +117,29 @@ static bool has(struct evkeyvalq *q, const char *name)
 
 static void test_copy_request_drops_hop_by_hop(void **state)
 {
-    struct evkeyvalq *in =
-        make("Host", "gw", "Connection", "keep-alive, X-Hop", "Keep-Alive", "timeout=5",
-             "X-Hop", "1", "TE", "trailers", "Trailer", "X", "Transfer-Encoding", "chunked",
-             "Upgrade", "h2c", "Proxy-Authorization", "Basic x", "Proxy-Foo", "1",
-             "Content-Length", "5", "Expect", "100-continue", "X-Request-Id", "abc",
-             "X-Forwarded-For", "10.0.0.1", "Authorization", "Bearer t", "Content-Type",
-             "application/json", "X-Custom", "kept", NULL);
+    struct evkeyvalq *in = make(
+        "Host", "gw", "Connection", "keep-alive, X-Hop", "Keep-Alive", "timeout=5", "X-Hop", "1",
+        "TE", "trailers", "Trailer", "X", "Transfer-Encoding", "chunked", "Upgrade", "h2c",
+        "Proxy-Authorization", "Basic x", "Proxy-Foo", "1", "Content-Length", "5", "Expect",
+        "100-continue", "X-Request-Id", "abc", "X-Forwarded-For", "10.0.0.1", "Authorization",
+        "Bearer t", "Content-Type", "application/json", "X-Custom", "kept", NULL);
     struct evkeyvalq out;
     TAILQ_INIT(&out);
     assert_int_equal(headers_copy(in, &out, true), 0);
-    const char *gone[] = {"Host", "Connection", "Keep-Alive", "X-Hop", "TE", "Trailer",
-                          "Transfer-Encoding", "Upgrade", "Proxy-Authorization", "Proxy-Foo",
-                          "Content-Length", "Expect", "X-Request-Id", "X-Forwarded-For"};
+    const char *gone[] = {"Host",
+                          "Connection",
+                          "Keep-Alive",
+                          "X-Hop",
+                          "TE",
+                          "Trailer",
+                          "Transfer-Encoding",
+                          "Upgrade",
+                          "Proxy-Authorization",
+                          "Proxy-Foo",
+                          "Content-Length",
+                          "Expect",
+                          "X-Request-Id",
+                          "X-Forwarded-For"};
     for (size_t i = 0; i < sizeof(gone) / sizeof(gone[0]); i++)
         if (has(&out, gone[i]))
             fail_msg("%s was forwarded", gone[i]);
@@ -145,9 +153,9 @@ static void test_copy_request_drops_hop_by_hop(void **state)
 static void test_copy_response_keeps_end_to_end(void **state)
 {
     struct evkeyvalq *in =
-        make("Content-Type", "application/json", "Content-Length", "10", "Connection",
-             "close", "Transfer-Encoding", "chunked", "Set-Cookie", "a=b", "X-Request-Id",
-             "upstream-id", "WWW-Authenticate", "Bearer", NULL);
+        make("Content-Type", "application/json", "Content-Length", "10", "Connection", "close",
+             "Transfer-Encoding", "chunked", "Set-Cookie", "a=b", "X-Request-Id", "upstream-id",
+             "WWW-Authenticate", "Bearer", NULL);
     struct evkeyvalq out;
     TAILQ_INIT(&out);
     assert_int_equal(headers_copy(in, &out, false), 0);
