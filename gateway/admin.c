@@ -56,7 +56,7 @@ static void handle(struct evhttp_request *req, void *arg)
     if (plen == 7 && strncmp(uri, "/readyz", 7) == 0) {
         bool ready = !a->draining;
         int running = 0, draining = 0, resolved[ROUTE_UPSTREAM_COUNT] = {0};
-        uint64_t requests = 0, opened = 0, upreq = 0;
+        uint64_t requests = 0, opened = 0, upreq = 0, refusals = 0;
         for (int i = 0; i < a->nworkers; i++) {
             struct worker_status *st = &a->workers[i]->status;
             running += atomic_load(&st->running);
@@ -66,19 +66,20 @@ static void handle(struct evhttp_request *req, void *arg)
             requests += atomic_load(&st->requests);
             opened += atomic_load(&st->upstream_connections_opened);
             upreq += atomic_load(&st->upstream_requests);
+            refusals += atomic_load(&st->refusals);
         }
         bool workers_ok = running == a->nworkers && draining == 0;
         bool api_ok = resolved[ROUTE_UPSTREAM_API] == a->nworkers;
         bool auth_ok = resolved[ROUTE_UPSTREAM_AUTH] == a->nworkers;
         ready = ready && workers_ok && api_ok && auth_ok;
         json_t *body = json_pack(
-            "{s:b, s:{s:{s:b, s:i, s:i}, s:{s:b, s:i}, s:{s:b, s:i}, s:b}, s:{s:I, s:I, s:I}}",
+            "{s:b, s:{s:{s:b, s:i, s:i}, s:{s:b, s:i}, s:{s:b, s:i}, s:b}, s:{s:I, s:I, s:I, s:I}}",
             "ready", ready, "checks", "workers", "ok", workers_ok, "running", running, "configured",
             a->nworkers, "upstream_api", "resolved", api_ok, "threads_resolved",
             resolved[ROUTE_UPSTREAM_API], "upstream_auth", "resolved", auth_ok, "threads_resolved",
             resolved[ROUTE_UPSTREAM_AUTH], "shutting_down", a->draining, "counters", "requests",
             (json_int_t)requests, "upstream_connections_opened", (json_int_t)opened,
-            "upstream_requests", (json_int_t)upreq);
+            "upstream_requests", (json_int_t)upreq, "refusals", (json_int_t)refusals);
         reply_json(req, ready ? 200 : 503, body);
         return;
     }

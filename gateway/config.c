@@ -7,16 +7,22 @@
  * from that counter. The reader also checks each line's shape before inih sees it, so that every
  * syntax error is reported (inih itself only returns the first) and inih never guesses: leading
  * whitespace is stripped (no accidental multi-line continuation values), comments are blanked
- * (a long comment is never "too long") and lines that do not fit inih's buffer are reported
- * instead of being split.
+ * (a long comment is never "too long") and section headers are checked and handed on
+ * normalised. inih's line buffer is 200 bytes and its size is a process-wide run-time option we
+ * leave alone, so a key line that does not fit (a long [audit] database connection string) is
+ * split here, exactly as inih splits lines, and handed to the handler directly.
+ *
+ * Named sections ([endpoint "FinishRun"], [process "KEY"]) are an array of objects each; their
+ * keys are rows of the same table, with offsets into the object instead of struct config.
  *
  * Every key is a row of `keys` below. Defaults are strings parsed by the same code as the file,
  * so a default can never bypass validation. This module is pure apart from reading the file
- * (and checking that ca_file is readable): it never logs, never exits and mutates no global,
- * including inih's run-time options.
+ * (and checking that ca_file is readable, and reading the host name for [audit] instance): it
+ * never logs, never exits and mutates no global, including inih's run-time options.
  */
 #include "config.h"
 #include "log.h"
+#include "router.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -42,8 +48,15 @@
 /* A configuration file is a few kilobytes; anything near this is a wrong path. */
 #define MAX_FILE_SIZE (1024 * 1024)
 
+/* Longest line, comments aside: room for a 4096-character [audit] database and a comment. */
+#define MAX_LINE 8192
+
+/* [endpoint "NAME"], [process "KEY"]: longest NAME, in bytes. */
+#define MAX_SECTION_NAME 200
+
 enum key_type {
     T_STRING,   /* char *, owned; min..max is the length; `check` validates further */
+    T_SECRET,   /* like T_STRING, but the value never appears in a message (passwords) */
     T_PATH,     /* char *, owned; a readable file, relative to the config file's directory */
     T_HOSTPORT, /* struct config_hostport */
     T_URL,      /* struct config_url */
@@ -61,15 +74,28 @@ struct key {
     uint64_t min, max; /* bytes, milliseconds, count or string length */
     const char *def;   /* parsed like a value from the file; NULL: unset unless derived */
     bool reloadable;   /* may change on SIGHUP; otherwise only at a restart */
-    size_t offset;     /* of the field in struct config */
+    size_t offset;     /* of the field in struct config, or in a named section's object */
     size_t size;       /* of that field */
+    size_t has;        /* named sections: offset of the has_ flag set when present; NO_FLAG */
     const char *note;  /* appended to the expected-value text */
-    int (*check)(const char *value, const char **why); /* T_STRING only */
+    int (*check)(const char *value, const char **why); /* T_STRING, T_SECRET only */
 };
 
 static int check_dns_label(const char *value, const char **why);
 
-#define FIELD(m) offsetof(struct config, m), sizeof(((struct config *)0)->m)
+#define NO_FLAG SIZE_MAX
+#define FIELD(m) offsetof(struct config, m), sizeof(((struct config *)0)->m), NO_FLAG
+#define ENDPOINT_FIELD(m)                                                                          \
+    offsetof(struct config_endpoint, m), sizeof(((struct config_endpoint *)0)->m), NO_FLAG
+#define ENDPOINT_FIELD_HAS(m)                                                                      \
+    offsetof(struct config_endpoint, m), sizeof(((struct config_endpoint *)0)->m),                 \
+        offsetof(struct config_endpoint, has_##m)
+#define PROCESS_FIELD_HAS(m)                                                                       \
+    offsetof(struct config_process, m), sizeof(((struct config_process *)0)->m),                   \
+        offsetof(struct config_process, has_##m)
+
+/* Anymate's KPI fields are .NET Int32: seconds and entries 0..2^31-1. */
+#define INT32_LIMIT UINT64_C(2147483647)
 
 /* The single source of truth: parsing, bounds, defaults, gateway.conf, reload checks. */
 static const struct key keys[] = {
@@ -117,14 +143,87 @@ static const struct key keys[] = {
     {"upstream", "dns_refresh", T_DURATION, MS_SEC, MS_DAY, "60s", true,
      FIELD(upstream.dns_refresh_ms), NULL, NULL},
 
+    {"policy", "require_bearer", T_BOOL, 0, 1, "on", true, FIELD(policy.require_bearer), NULL,
+     NULL},
+    {"policy", "forward_unknown_api", T_BOOL, 0, 1, "off", true, FIELD(policy.forward_unknown_api),
+     NULL, NULL},
+    {"policy", "numeric_string_ids", T_BOOL, 0, 1, "off", true, FIELD(policy.numeric_string_ids),
+     NULL, NULL},
+    {"policy", "max_overwrite_seconds_saved", T_INT, 0, INT32_LIMIT, "2147483647", true,
+     FIELD(policy.max_overwrite_seconds_saved), NULL, NULL},
+    {"policy", "max_overwrite_entries", T_INT, 0, INT32_LIMIT, "2147483647", true,
+     FIELD(policy.max_overwrite_entries), NULL, NULL},
+    /* Also at most [server] max_body_size (check_body_sizes). */
+    {"policy", "validated_body_size", T_SIZE, 1 * KIB, 64 * MIB, "64k", true,
+     FIELD(policy.validated_body_size), NULL, NULL},
+
+    {"audit", "database", T_SECRET, 1, 4096, NULL, false, FIELD(audit.database),
+     "a libpq connection string (host=... dbname=...) or a postgresql:// URI, 1..4096 "
+     "characters; leave unset to turn the audit ledger off",
+     NULL},
+    {"audit", "auto_migrate", T_BOOL, 0, 1, "off", true, FIELD(audit.auto_migrate), NULL, NULL},
+    {"audit", "commit_timeout", T_DURATION, 10, 60 * MS_SEC, "2s", true,
+     FIELD(audit.commit_timeout_ms), NULL, NULL},
+    {"audit", "batch_size", T_INT, 1, 10000, "64", true, FIELD(audit.batch_size), NULL, NULL},
+    {"audit", "batch_delay", T_DURATION, 0, MS_SEC, "2ms", true, FIELD(audit.batch_delay_ms), NULL,
+     NULL},
+    {"audit", "queue_size", T_INT, 1, 1000000, "10000", true, FIELD(audit.queue_size), NULL, NULL},
+    /* No default in the table: the host name, read at load time (default_instance). */
+    {"audit", "instance", T_STRING, 1, 128, NULL, false, FIELD(audit.instance),
+     "a name of 1..128 characters for this gateway in audit records; default: the host name", NULL},
+    {"audit", "reconnect_max", T_DURATION, 100, 5 * MS_MIN, "5s", true,
+     FIELD(audit.reconnect_max_ms), NULL, NULL},
+    {"audit", "settings_refresh", T_DURATION, MS_SEC, MS_HOUR, "30s", true,
+     FIELD(audit.settings_refresh_ms), NULL, NULL},
+    {"audit", "partitions_ahead", T_INT, 1, 366, "7", true, FIELD(audit.partitions_ahead), NULL,
+     NULL},
+    {"audit", "map_cache_size", T_INT, 0, 100000000, "100000", true, FIELD(audit.map_cache_size),
+     NULL, NULL},
+
     {"log", "level", T_ENUM, LOG_LEVEL_DEBUG, LOG_LEVEL_ERROR, "info", true, FIELD(log.level), NULL,
      NULL},
     {"log", "access_log", T_BOOL, 0, 1, "on", true, FIELD(log.access_log), NULL, NULL},
+
+    /*
+     * Named sections: offsets into struct config_endpoint / struct config_process, applied to
+     * the section's object; all reloadable, and none may own memory (config_free does not look
+     * at them). Defaults are applied when the section opens.
+     */
+    {"endpoint", "enabled", T_BOOL, 0, 1, "on", true, ENDPOINT_FIELD(enabled), NULL, NULL},
+    /* Also at most [server] max_body_size (check_body_sizes). */
+    {"endpoint", "max_body_size", T_SIZE, 1, 64 * MIB, NULL, true,
+     ENDPOINT_FIELD_HAS(max_body_size), NULL, NULL},
+
+    {"process", "tasks_enabled", T_BOOL, 0, 1, NULL, true, PROCESS_FIELD_HAS(tasks_enabled), NULL,
+     NULL},
+    {"process", "seconds_per_run", T_INT, 0, INT32_LIMIT, NULL, true,
+     PROCESS_FIELD_HAS(seconds_per_run), NULL, NULL},
+    {"process", "seconds_per_task", T_INT, 0, INT32_LIMIT, NULL, true,
+     PROCESS_FIELD_HAS(seconds_per_task), NULL, NULL},
+    {"process", "default_entries", T_INT, 0, INT32_LIMIT, NULL, true,
+     PROCESS_FIELD_HAS(default_entries), NULL, NULL},
+    {"process", "seconds_per_entry", T_INT, 0, INT32_LIMIT, NULL, true,
+     PROCESS_FIELD_HAS(seconds_per_entry), NULL, NULL},
+    {"process", "advanced_mode", T_BOOL, 0, 1, NULL, true, PROCESS_FIELD_HAS(advanced_mode), NULL,
+     NULL},
+    {"process", "max_overwrite_seconds_saved", T_INT, 0, INT32_LIMIT, NULL, true,
+     PROCESS_FIELD_HAS(max_overwrite_seconds_saved), NULL, NULL},
+    {"process", "max_overwrite_entries", T_INT, 0, INT32_LIMIT, NULL, true,
+     PROCESS_FIELD_HAS(max_overwrite_entries), NULL, NULL},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
-static const char *const sections[] = {"server", "admin", "upstream", "log"};
+/* A section of the file. A named one is written [NAME "ARG"] and makes one object per ARG. */
+struct section {
+    const char *name;
+    const char *arg; /* named sections: what ARG is, in messages; NULL: a plain section */
+};
+
+static const struct section sections[] = {
+    {"server", NULL}, {"admin", NULL}, {"upstream", NULL},   {"policy", NULL},
+    {"audit", NULL},  {"log", NULL},   {"endpoint", "NAME"}, {"process", "KEY"},
+};
 #define NSECTIONS (sizeof(sections) / sizeof(sections[0]))
 
 /* Indexed by LOG_LEVEL_* (log.h). */
@@ -147,9 +246,14 @@ struct load {
     int line;            /* line most recently handed to inih */
     int section;         /* index into sections[], SECTION_NONE or SECTION_BAD */
     int section_line[NSECTIONS];
+    char label[MAX_SECTION_NAME + 32]; /* the section in messages: server, endpoint "FinishRun" */
+    void *base; /* where the section's fields are: cfg, or the named section's object (valid
+                 * until the next header: only opening a named section moves the arrays) */
 
-    int set_line[NKEYS]; /* line that set the key; 0: not in the file */
-    bool bad[NKEYS];     /* in the file, but rejected */
+    int set_line[NKEYS];       /* line that set the key; 0: not in the file */
+    bool bad[NKEYS];           /* in the file, but rejected */
+    int named_set_line[NKEYS]; /* the same for the current named section only */
+    int *endpoint_size_line;   /* per cfg->endpoints[i]: line of its max_body_size, or 0 */
 };
 
 /* ---------------------------------------------------------------- errors */
@@ -661,6 +765,7 @@ static const char *describe(const struct key *k, char *buf, size_t size)
                  k->note ? "; " : "", k->note ? k->note : "");
         break;
     case T_STRING:
+    case T_SECRET:
     case T_PATH:
         snprintf(buf, size, "%s", k->note ? k->note : "a string");
         break;
@@ -668,9 +773,22 @@ static const char *describe(const struct key *k, char *buf, size_t size)
     return buf;
 }
 
-static void *field(struct config *cfg, const struct key *k)
+/* Is K a key of a named section (its offset is into that section's object)? */
+static bool key_named(const struct key *k)
 {
-    return (char *)cfg + k->offset;
+    size_t i;
+
+    for (i = 0; i < NSECTIONS; i++) {
+        if (strcmp(sections[i].name, k->section) == 0)
+            return sections[i].arg != NULL;
+    }
+    return false;
+}
+
+/* K's field in BASE: struct config, or the named section's object. */
+static void *field(void *base, const struct key *k)
+{
+    return (char *)base + k->offset;
 }
 
 static const void *cfield(const struct config *cfg, const struct key *k)
@@ -721,9 +839,12 @@ static char *resolve_path(const char *base_dir, const char *path)
     return out;
 }
 
-/* Report "[section] key: 'value': WHY[: 'AT'] (expected ...)". */
-static void value_error(struct load *ld, int line, const struct key *k, const char *value,
-                        const char *why, const char *at)
+/*
+ * Report "[SEC] key: 'value': WHY[: 'AT'] (expected ...)"; SEC is the section as messages name
+ * it (ld->label). A T_SECRET value is never shown: "the value" stands for it.
+ */
+static void value_error(struct load *ld, int line, const struct key *k, const char *sec,
+                        const char *value, const char *why, const char *at)
 {
     char vbuf[256], abuf[256], dbuf[256];
     const char *hint = "";
@@ -735,31 +856,38 @@ static void value_error(struct load *ld, int line, const struct key *k, const ch
             break;
         }
     }
+    if (k->type == T_SECRET) {
+        add_error(ld, line, "[%s] %s: the value: %s (expected %s%s)", sec, k->name, why,
+                  describe(k, dbuf, sizeof(dbuf)), hint);
+        return;
+    }
     if (line == 0) {
-        add_error(ld, 0, "[%s] %s: built-in default '%s' is invalid: %s", k->section, k->name,
+        add_error(ld, 0, "[%s] %s: built-in default '%s' is invalid: %s", sec, k->name,
                   show(value, vbuf, sizeof(vbuf)), why);
         return;
     }
-    add_error(ld, line, "[%s] %s: '%s': %s%s%s%s (expected %s%s)", k->section, k->name,
+    add_error(ld, line, "[%s] %s: '%s': %s%s%s%s (expected %s%s)", sec, k->name,
               show(value, vbuf, sizeof(vbuf)), why, at ? ": '" : "",
               at ? show(at, abuf, sizeof(abuf)) : "", at ? "'" : "",
               describe(k, dbuf, sizeof(dbuf)), hint);
 }
 
 /*
- * Parse VALUE for key K into the snapshot. LINE is 0 for a built-in default. Returns 0, or -1
- * with the error reported.
+ * Parse VALUE for key K into BASE (the snapshot, or the named section's object; SEC names the
+ * section in messages). LINE is 0 for a built-in default. Returns 0, or -1 with the error
+ * reported.
  */
-static int set_value(struct load *ld, const struct key *k, const char *value, int line)
+static int set_value(struct load *ld, const struct key *k, void *base, const char *sec,
+                     const char *value, int line)
 {
-    void *p = field(ld->cfg, k);
+    void *p = field(base, k);
     const char *why = NULL, *at = NULL;
     char buf[256];
     uint64_t v = 0;
     bool b;
 
     if (*value == '\0') {
-        add_error(ld, line, "[%s] %s: missing value (expected %s; %s)", k->section, k->name,
+        add_error(ld, line, "[%s] %s: missing value (expected %s; %s)", sec, k->name,
                   describe(k, buf, sizeof(buf)),
                   k->def ? "comment the line out for the default" : "comment the line out");
         return -1;
@@ -817,7 +945,8 @@ static int set_value(struct load *ld, const struct key *k, const char *value, in
         *(struct config_url *)p = u;
         return 0;
     }
-    case T_STRING: {
+    case T_STRING:
+    case T_SECRET: {
         size_t len = strlen(value);
         char *copy;
         if (len < k->min || len > k->max) {
@@ -854,7 +983,7 @@ static int set_value(struct load *ld, const struct key *k, const char *value, in
         if (fd >= 0)
             close(fd);
         if (problem) {
-            add_error(ld, line, "[%s] %s: cannot read '%s': %s (expected %s)", k->section, k->name,
+            add_error(ld, line, "[%s] %s: cannot read '%s': %s (expected %s)", sec, k->name,
                       show(path, buf, sizeof(buf)), problem, k->note);
             free(path);
             return -1;
@@ -864,16 +993,18 @@ static int set_value(struct load *ld, const struct key *k, const char *value, in
         return 0;
     }
     }
-    value_error(ld, line, k, value, why ? why : "invalid value", at);
+    value_error(ld, line, k, sec, value, why ? why : "invalid value", at);
     return -1;
 }
 
+/* Free what K's field in CFG owns (keys of struct config only). */
 static void clear_value(struct config *cfg, const struct key *k)
 {
     void *p = field(cfg, k);
 
     switch (k->type) {
     case T_STRING:
+    case T_SECRET:
     case T_PATH:
         free(*(char **)p);
         *(char **)p = NULL;
@@ -890,7 +1021,10 @@ static void clear_value(struct config *cfg, const struct key *k)
     }
 }
 
-/* Render K's value in CFG as it would be written in the file (for reload messages). */
+/*
+ * Render K's value in CFG as it would be written in the file (for reload messages); a T_SECRET
+ * is not shown.
+ */
 static const char *fmt_value(const struct config *cfg, const struct key *k, char *buf, size_t size)
 {
     const void *p = cfield(cfg, k);
@@ -902,6 +1036,9 @@ static const char *fmt_value(const struct config *cfg, const struct key *k, char
         snprintf(buf, size, "%s", s ? s : "(unset)");
         break;
     }
+    case T_SECRET:
+        snprintf(buf, size, "%s", *(char *const *)p ? "(not shown)" : "(unset)");
+        break;
     case T_HOSTPORT: {
         const struct config_hostport *hp = p;
         bool v6 = hp->host && strchr(hp->host, ':');
@@ -946,6 +1083,7 @@ static bool same_value(const struct config *a, const struct config *b, const str
 
     switch (k->type) {
     case T_STRING:
+    case T_SECRET:
     case T_PATH:
         return same_str(*(char *const *)pa, *(char *const *)pb);
     case T_HOSTPORT: {
@@ -983,10 +1121,39 @@ static int find_section(const char *name, size_t len)
     size_t i;
 
     for (i = 0; i < NSECTIONS; i++) {
-        if (strlen(sections[i]) == len && memcmp(sections[i], name, len) == 0)
+        if (strlen(sections[i].name) == len && memcmp(sections[i].name, name, len) == 0)
             return (int)i;
     }
     return SECTION_NONE;
+}
+
+/* How section IDX is written: "[server]", "[endpoint \"NAME\"]". */
+static const char *section_form(int idx, char *buf, size_t size)
+{
+    const struct section *sc = &sections[idx];
+
+    if (sc->arg)
+        snprintf(buf, size, "[%s \"%s\"]", sc->name, sc->arg);
+    else
+        snprintf(buf, size, "[%s]", sc->name);
+    return buf;
+}
+
+/* "[server], [admin], ..., [process \"KEY\"]" */
+static const char *section_list(char *buf, size_t size)
+{
+    char form[64];
+    size_t i, n = 0;
+
+    buf[0] = '\0';
+    for (i = 0; i < NSECTIONS && n < size; i++) {
+        int w = snprintf(buf + n, size - n, "%s%s", n ? ", " : "",
+                         section_form((int)i, form, sizeof(form)));
+        if (w < 0)
+            break;
+        n += (size_t)w;
+    }
+    return buf;
 }
 
 /* "a, b, c" of the keys in SECTION. */
@@ -999,6 +1166,22 @@ static const char *key_list(const char *section, char *buf, size_t size)
         if (strcmp(keys[i].section, section) != 0)
             continue;
         int w = snprintf(buf + n, size - n, "%s%s", n ? ", " : "", keys[i].name);
+        if (w < 0)
+            break;
+        n += (size_t)w;
+    }
+    return buf;
+}
+
+/* "Token, OkToRun, ..." of the router table: the names [endpoint "NAME"] accepts. */
+static const char *endpoint_list(char *buf, size_t size)
+{
+    size_t i, count, n = 0;
+    const struct route *table = router_table(&count);
+
+    buf[0] = '\0';
+    for (i = 0; i < count && n < size; i++) {
+        int w = snprintf(buf + n, size - n, "%s%s", n ? ", " : "", table[i].name);
         if (w < 0)
             break;
         n += (size_t)w;
@@ -1028,54 +1211,273 @@ static size_t comment_start(const char *s, size_t from, size_t len)
     return len;
 }
 
-/*
- * Check a "[section]" line S (LEN bytes, trimmed) and switch to that section. Returns the length
- * of the section name, or 0 when the line is rejected (reported; keys below it are skipped).
- */
-static size_t section_line(struct load *ld, const char *s, size_t len)
+/* Make the plain section IDX current. */
+static void open_plain(struct load *ld, int idx)
 {
-    char buf[256];
+    ld->section = idx;
+    ld->base = ld->cfg;
+    snprintf(ld->label, sizeof(ld->label), "%s", sections[idx].name);
+    if (!ld->section_line[idx])
+        ld->section_line[idx] = ld->line;
+}
+
+/*
+ * Add the object of [endpoint "NAME"]: NAME must be a row of the router table (any case) and
+ * have no section yet. Returns the new object, or NULL with the error reported.
+ */
+static struct config_endpoint *add_endpoint(struct load *ld, const char *name)
+{
+    struct config *cfg = ld->cfg;
+    const struct route *r = router_find(name);
+    struct config_endpoint *eps;
+    char list[1024];
+    int *lines;
+    size_t i;
+
+    if (!r) {
+        add_error(ld, ld->line, "[endpoint \"%s\"]: unknown endpoint (expected one of: %s)", name,
+                  endpoint_list(list, sizeof(list)));
+        return NULL;
+    }
+    for (i = 0; i < cfg->nendpoints; i++) {
+        if (cfg->endpoints[i].name == r->name) {
+            add_error(ld, ld->line,
+                      "[endpoint \"%s\"]: duplicate section (first defined on line %d)", r->name,
+                      cfg->endpoints[i].line);
+            return NULL;
+        }
+    }
+    eps = realloc(cfg->endpoints, (cfg->nendpoints + 1) * sizeof(*eps));
+    if (eps)
+        cfg->endpoints = eps;
+    lines = realloc(ld->endpoint_size_line, (cfg->nendpoints + 1) * sizeof(*lines));
+    if (lines)
+        ld->endpoint_size_line = lines;
+    if (!eps || !lines) {
+        add_error(ld, ld->line, "out of memory");
+        return NULL;
+    }
+    lines[cfg->nendpoints] = 0;
+    memset(&eps[cfg->nendpoints], 0, sizeof(*eps));
+    eps[cfg->nendpoints].name = r->name;
+    eps[cfg->nendpoints].line = ld->line;
+    return &eps[cfg->nendpoints++];
+}
+
+/* Add the object of [process "KEY"], a KEY (case-sensitive) with no section yet; or NULL. */
+static struct config_process *add_process(struct load *ld, const char *key)
+{
+    struct config *cfg = ld->cfg;
+    struct config_process *ps;
+    char *copy;
+    size_t i;
+
+    for (i = 0; i < cfg->nprocesses; i++) {
+        if (strcmp(cfg->processes[i].key, key) == 0) {
+            add_error(ld, ld->line,
+                      "[process \"%s\"]: duplicate section (first defined on line %d)", key,
+                      cfg->processes[i].line);
+            return NULL;
+        }
+    }
+    ps = realloc(cfg->processes, (cfg->nprocesses + 1) * sizeof(*ps));
+    if (ps)
+        cfg->processes = ps;
+    copy = strdup(key);
+    if (!ps || !copy) {
+        free(copy);
+        add_error(ld, ld->line, "out of memory");
+        return NULL;
+    }
+    memset(&ps[cfg->nprocesses], 0, sizeof(*ps));
+    ps[cfg->nprocesses].key = copy;
+    ps[cfg->nprocesses].line = ld->line;
+    return &ps[cfg->nprocesses++];
+}
+
+/* Make the named section IDX current, with a new object called NAME (LEN bytes, checked). */
+static void open_named(struct load *ld, int idx, const char *name, size_t len)
+{
+    const char *kind = sections[idx].name;
+    char copy[MAX_SECTION_NAME + 1];
+    void *obj;
+    size_t i;
+
+    memcpy(copy, name, len);
+    copy[len] = '\0';
+    if (strcmp(kind, "endpoint") == 0) {
+        struct config_endpoint *ep = add_endpoint(ld, copy);
+        obj = ep;
+        if (ep)
+            snprintf(ld->label, sizeof(ld->label), "endpoint \"%s\"", ep->name);
+    } else {
+        struct config_process *pr = add_process(ld, copy);
+        obj = pr;
+        if (pr)
+            snprintf(ld->label, sizeof(ld->label), "process \"%s\"", pr->key);
+    }
+    if (!obj)
+        return; /* reported; the section's keys are skipped */
+    ld->section = idx;
+    ld->base = obj;
+    memset(ld->named_set_line, 0, sizeof(ld->named_set_line));
+    for (i = 0; i < NKEYS; i++) {
+        if (keys[i].def && strcmp(keys[i].section, kind) == 0)
+            set_value(ld, &keys[i], obj, ld->label, keys[i].def, 0);
+    }
+}
+
+/*
+ * Check a named section header S (LEN bytes, trimmed; QUOTE is its first '"', before any ']'):
+ * exactly [KIND "NAME"] with one space, NAME 1..MAX_SECTION_NAME bytes without control
+ * characters or '"', then at most a comment. Opens the section and returns KIND, or returns NULL
+ * with the line reported.
+ */
+static const char *named_section_line(struct load *ld, const char *s, size_t len, const char *quote)
+{
+    char buf[256], form[64], list[256];
+    const char *word = s + 1, *name = quote + 1, *close, *what = NULL;
+    size_t wlen = (size_t)(quote - word), klen = wlen, nlen = 0, i;
+    int idx;
+
+    while (klen && isspace((unsigned char)word[klen - 1]))
+        klen--;
+    idx = find_section(word, klen);
+    if (idx < 0) {
+        add_error(ld, ld->line, "[%s]: unknown section (expected one of %s)",
+                  show_n(word, klen, buf, sizeof(buf)), section_list(list, sizeof(list)));
+        return NULL;
+    }
+    section_form(idx, form, sizeof(form));
+    close = memchr(name, '"', (size_t)(s + len - name));
+    if (close)
+        nlen = (size_t)(close - name);
+    if (!sections[idx].arg)
+        what = "this section takes no name";
+    else if (wlen != klen + 1 || word[klen] != ' ')
+        what = "one space must separate the section from its quoted name";
+    else if (!close)
+        what = "missing '\"' after the name";
+    else if (nlen == 0)
+        what = "empty name";
+    else if (nlen > MAX_SECTION_NAME)
+        what = "name longer than 200 bytes";
+    else if (close + 1 == s + len)
+        what = "missing ']' at the end of the section header";
+    else if (close[1] != ']')
+        what = "unexpected text after the closing '\"'";
+    for (i = 0; !what && i < nlen; i++) {
+        if (iscntrl((unsigned char)name[i]))
+            what = "control character in the name";
+    }
+    if (!what) {
+        for (i = (size_t)(close + 2 - s); i < len && isspace((unsigned char)s[i]); i++)
+            ;
+        if (i < len && s[i] != ';' && s[i] != '#')
+            what = "unexpected text after ']'";
+    }
+    if (what) {
+        add_error(ld, ld->line, "syntax error: '%s': %s (expected %s)",
+                  show_n(s, len, buf, sizeof(buf)), what, form);
+        return NULL;
+    }
+    open_named(ld, idx, name, nlen);
+    return sections[idx].name;
+}
+
+/*
+ * Check a "[section]" or "[section \"NAME\"]" line S (LEN bytes, trimmed) and switch to that
+ * section. Returns the section's name (the header inih gets), or NULL when the line is rejected
+ * (reported; keys below it are skipped).
+ */
+static const char *section_line(struct load *ld, const char *s, size_t len)
+{
+    char buf[256], form[64], list[256];
     size_t i, end = comment_start(s, 1, len);
     const char *close = memchr(s, ']', end);
+    const char *quote = memchr(s, '"', end);
     int idx;
 
     ld->section = SECTION_BAD;
+    if (quote && (!close || quote < close))
+        return named_section_line(ld, s, len, quote);
     if (!close) {
         add_error(ld, ld->line, "syntax error: '%s': missing ']' at the end of the section header",
                   show_n(s, len, buf, sizeof(buf)));
-        return 0;
+        return NULL;
     }
     for (i = (size_t)(close - s) + 1; i < len && isspace((unsigned char)s[i]); i++)
         ;
     if (i < len && s[i] != ';' && s[i] != '#') {
         add_error(ld, ld->line, "syntax error: '%s': unexpected text after ']'",
                   show_n(s, len, buf, sizeof(buf)));
-        return 0;
+        return NULL;
     }
     len = (size_t)(close - s) - 1;
     idx = find_section(s + 1, len);
-    if (idx < 0) {
-        add_error(ld, ld->line,
-                  "[%s]: unknown section (expected one of [server], [admin], [upstream], [log])",
-                  show_n(s + 1, len, buf, sizeof(buf)));
-        return 0;
+    if (idx >= 0 && !sections[idx].arg) {
+        open_plain(ld, idx);
+        return sections[idx].name;
     }
-    ld->section = idx;
-    if (!ld->section_line[idx])
-        ld->section_line[idx] = ld->line;
-    return len;
+    /* [endpoint] or [endpoint FinishRun]: a named section without its quoted name. */
+    i = span(s + 1, len, " \t");
+    if (idx < 0)
+        idx = find_section(s + 1, i);
+    if (idx >= 0 && sections[idx].arg) {
+        add_error(ld, ld->line, "syntax error: '%s': %s (expected %s)",
+                  show_n(s, len + 2, buf, sizeof(buf)),
+                  i < len ? "the name must be in double quotes" : "missing name",
+                  section_form(idx, form, sizeof(form)));
+        return NULL;
+    }
+    add_error(ld, ld->line, "[%s]: unknown section (expected one of %s)",
+              show_n(s + 1, len, buf, sizeof(buf)), section_list(list, sizeof(list)));
+    return NULL;
+}
+
+static int handle_key(void *user, const char *section, const char *name, const char *value);
+
+/*
+ * A key line S (LEN bytes, trimmed, with a '=' or ':' before any inline comment) too long for
+ * inih's buffer: split it exactly as inih does (the name up to the first '=' or ':'; the value
+ * up to a ';' that follows whitespace; both trimmed) and call the handler here.
+ */
+static void long_key_line(struct load *ld, const char *s, size_t len)
+{
+    size_t eq = span(s, len, "=:"), nend = eq, vstart = eq + 1;
+    size_t vend = comment_start(s, eq + 1, len);
+    char *copy;
+
+    while (nend && isspace((unsigned char)s[nend - 1]))
+        nend--;
+    while (vstart < vend && isspace((unsigned char)s[vstart]))
+        vstart++;
+    while (vend > vstart && isspace((unsigned char)s[vend - 1]))
+        vend--;
+    copy = malloc(len + 2);
+    if (!copy) {
+        add_error(ld, ld->line, "out of memory");
+        return;
+    }
+    memcpy(copy, s, nend);
+    copy[nend] = '\0';
+    memcpy(copy + nend + 1, s + vstart, vend - vstart);
+    copy[nend + 1 + vend - vstart] = '\0';
+    handle_key(ld, NULL, copy, copy + nend + 1);
+    free(copy);
 }
 
 /*
  * The ini_reader: hands inih one line at a time, counting lines (ld->line is the line of every
  * handler call that follows). Blank and comment lines go out empty, section headers normalised,
- * key lines trimmed; a line that is malformed or too long for inih's buffer (NUM) is reported
- * here and goes out empty, so inih's own error return should stay 0.
+ * key lines trimmed; a line that is malformed or longer than MAX_LINE is reported here and goes
+ * out empty, so inih's own error return should stay 0. A key line too long for inih's buffer
+ * (NUM) is handled here and goes out empty too.
  */
 static char *read_line(char *str, int num, void *stream)
 {
     struct load *ld = stream;
-    const char *s, *nl;
+    const char *s, *nl, *section;
     size_t len, cap;
     char buf[256];
 
@@ -1105,26 +1507,27 @@ static char *read_line(char *str, int num, void *stream)
         len--;
     if (len == 0 || *s == ';' || *s == '#')
         return str;
-    if (len > cap) {
+    if (len > MAX_LINE) {
         if (*s == '[')
             ld->section = SECTION_BAD;
-        add_error(ld, ld->line, "syntax error: line too long (%zu characters, at most %zu)", len,
-                  cap);
+        add_error(ld, ld->line, "syntax error: line too long (%zu characters, at most %d)", len,
+                  MAX_LINE);
         return str;
     }
     if (*s == '[') {
-        size_t n = section_line(ld, s, len);
-        if (n) {
-            str[0] = '[';
-            memcpy(str + 1, s + 1, n);
-            memcpy(str + 1 + n, "]\n", 3);
-        }
+        section = section_line(ld, s, len);
+        if (section && strlen(section) + 2 <= cap)
+            snprintf(str, (size_t)num, "[%s]\n", section);
         return str;
     }
     if (span(s, len, "=:") >= comment_start(s, 0, len)) {
         add_error(ld, ld->line,
                   "syntax error: '%s' is not 'key = value', a [section] header or a comment",
                   show_n(s, len, buf, sizeof(buf)));
+        return str;
+    }
+    if (len > cap) {
+        long_key_line(ld, s, len);
         return str;
     }
     memcpy(str, s, len);
@@ -1137,9 +1540,9 @@ static int handle_key(void *user, const char *section, const char *name, const c
 {
     struct load *ld = user;
     const struct key *k;
-    char nbuf[128], lbuf[256];
-    const char *sec;
-    int line = ld->line;
+    char nbuf[128], lbuf[512], form[64];
+    bool named;
+    int line = ld->line, *set;
     size_t i;
 
     (void)section; /* the reader tracks it; inih's copy may be truncated */
@@ -1154,28 +1557,39 @@ static int handle_key(void *user, const char *section, const char *name, const c
                   show(name, nbuf, sizeof(nbuf)));
         return 1;
     }
-    sec = sections[ld->section];
-    k = find_key(sec, name);
+    named = sections[ld->section].arg != NULL;
+    k = find_key(sections[ld->section].name, name);
     if (!k) {
         for (i = 0; i < NKEYS && strcmp(keys[i].name, name) != 0; i++)
             ;
         if (i < NKEYS)
-            add_error(ld, line, "[%s] %s: unknown key in this section (it belongs in [%s])", sec,
-                      name, keys[i].section);
+            add_error(ld, line, "[%s] %s: unknown key in this section (it belongs in %s)",
+                      ld->label, name,
+                      section_form(find_section(keys[i].section, strlen(keys[i].section)), form,
+                                   sizeof(form)));
         else
-            add_error(ld, line, "[%s] %s: unknown key (expected one of: %s)", sec,
-                      show(name, nbuf, sizeof(nbuf)), key_list(sec, lbuf, sizeof(lbuf)));
+            add_error(ld, line, "[%s] %s: unknown key (expected one of: %s)", ld->label,
+                      show(name, nbuf, sizeof(nbuf)),
+                      key_list(sections[ld->section].name, lbuf, sizeof(lbuf)));
         return 1;
     }
     i = (size_t)(k - keys);
-    if (ld->set_line[i]) {
-        add_error(ld, line, "[%s] %s: duplicate key (first set on line %d)", sec, name,
-                  ld->set_line[i]);
+    set = named ? ld->named_set_line : ld->set_line;
+    if (set[i]) {
+        add_error(ld, line, "[%s] %s: duplicate key (first set on line %d)", ld->label, name,
+                  set[i]);
         return 1;
     }
-    ld->set_line[i] = line;
-    if (set_value(ld, k, value, line) < 0)
-        ld->bad[i] = true;
+    set[i] = line;
+    if (set_value(ld, k, ld->base, ld->label, value, line) < 0) {
+        if (!named)
+            ld->bad[i] = true;
+        return 1;
+    }
+    if (k->has != NO_FLAG)
+        *(bool *)((char *)ld->base + k->has) = true;
+    if (strcmp(k->section, "endpoint") == 0 && strcmp(k->name, "max_body_size") == 0)
+        ld->endpoint_size_line[ld->cfg->nendpoints - 1] = line;
     return 1;
 }
 
@@ -1232,13 +1646,82 @@ static int online_cpus(void)
     return n > 256 ? 256 : (int)n;
 }
 
-/* Free everything the snapshot owns, the table's fields included. */
+/* [audit] instance not in the file: the host name, read now. */
+static void default_instance(struct load *ld)
+{
+    size_t i = key_index("audit", "instance");
+    char host[256], ebuf[128];
+
+    if (ld->set_line[i])
+        return;
+    if (gethostname(host, sizeof(host)) < 0) {
+        add_error(ld, 0,
+                  "[audit] instance: cannot read the host name for the default: %s "
+                  "(expected instance = NAME)",
+                  errstr(errno, ebuf, sizeof(ebuf)));
+        return;
+    }
+    host[sizeof(host) - 1] = '\0';
+    if (host[0] == '\0') {
+        add_error(ld, 0,
+                  "[audit] instance: the host name is empty, no default (expected "
+                  "instance = NAME)");
+        return;
+    }
+    set_value(ld, &keys[i], ld->cfg, "audit", host, 0);
+}
+
+/*
+ * Body limits below [server] max_body_size, which the HTTP layer enforces first: a larger
+ * validated_body_size or endpoint max_body_size could never apply. An unset
+ * validated_body_size is its default or max_body_size, whichever is smaller.
+ */
+static void check_body_sizes(struct load *ld)
+{
+    struct config *cfg = ld->cfg;
+    size_t srv = key_index("server", "max_body_size");
+    size_t val = key_index("policy", "validated_body_size");
+    size_t limit = cfg->server.max_body_size;
+    char a[32], b[32], where[32];
+
+    if (ld->bad[srv])
+        return; /* already reported; its limit is unknown */
+    if (ld->set_line[srv])
+        snprintf(where, sizeof(where), "line %d", ld->set_line[srv]);
+    else
+        snprintf(where, sizeof(where), "the default");
+    if (!ld->set_line[val] && cfg->policy.validated_body_size > limit)
+        cfg->policy.validated_body_size = limit;
+    if (!ld->bad[val] && cfg->policy.validated_body_size > limit)
+        add_error(ld, ld->set_line[val],
+                  "[policy] validated_body_size: %s exceeds [server] max_body_size = %s (%s) "
+                  "(expected at most %s: larger bodies get 413 before validation)",
+                  fmt_size(cfg->policy.validated_body_size, a, sizeof(a)),
+                  fmt_size(limit, b, sizeof(b)), where, b);
+    for (size_t i = 0; i < cfg->nendpoints; i++) {
+        const struct config_endpoint *ep = &cfg->endpoints[i];
+        if (ep->has_max_body_size && ep->max_body_size > limit)
+            add_error(ld, ld->endpoint_size_line[i],
+                      "[endpoint \"%s\"] max_body_size: %s exceeds [server] max_body_size = %s "
+                      "(%s) (expected at most %s: larger bodies get 413 first)",
+                      ep->name, fmt_size(ep->max_body_size, a, sizeof(a)),
+                      fmt_size(limit, b, sizeof(b)), where, b);
+    }
+}
+
+/* Free everything the snapshot owns, the table's fields and the named sections included. */
 static void config_free(struct config *cfg)
 {
     size_t i;
 
-    for (i = 0; i < NKEYS; i++)
-        clear_value(cfg, &keys[i]);
+    for (i = 0; i < NKEYS; i++) {
+        if (!key_named(&keys[i]))
+            clear_value(cfg, &keys[i]);
+    }
+    for (i = 0; i < cfg->nprocesses; i++)
+        free(cfg->processes[i].key);
+    free(cfg->processes);
+    free(cfg->endpoints);
     free(cfg->path);
     free(cfg);
 }
@@ -1277,12 +1760,15 @@ static struct config *load_text(const char *file, const char *base_dir, const ch
     }
 
     for (i = 0; i < NKEYS; i++) {
-        if (!ld.set_line[i] && keys[i].def)
-            set_value(&ld, &keys[i], keys[i].def, 0);
+        if (!ld.set_line[i] && keys[i].def && !key_named(&keys[i]))
+            set_value(&ld, &keys[i], ld.cfg, keys[i].section, keys[i].def, 0);
     }
     derive_upstreams(&ld);
     if (ld.cfg->server.threads == 0)
         ld.cfg->server.threads = online_cpus();
+    default_instance(&ld);
+    check_body_sizes(&ld);
+    free(ld.endpoint_size_line);
 
     if (ld.nerr) {
         config_free(ld.cfg);
@@ -1390,8 +1876,16 @@ int config_reload_check(const struct config *old, const struct config *next,
 
     for (i = 0; i < NKEYS; i++) {
         const struct key *k = &keys[i];
-        if (k->reloadable || same_value(old, next, k))
+        if (k->reloadable || key_named(k) || same_value(old, next, k))
             continue;
+        if (k->type == T_SECRET) {
+            push_error(errs, next->path, 0,
+                       "[%s] %s: changed (values not shown), which takes effect only after a "
+                       "restart",
+                       k->section, k->name);
+            rc = -1;
+            continue;
+        }
         push_error(errs, next->path, 0,
                    "[%s] %s: changed from %s to %s, which takes effect only after a restart",
                    k->section, k->name, fmt_value(old, k, a, sizeof(a)),
@@ -1399,4 +1893,30 @@ int config_reload_check(const struct config *old, const struct config *next,
         rc = -1;
     }
     return rc;
+}
+
+const struct config_endpoint *config_endpoint_find(const struct config *cfg, const char *name)
+{
+    size_t i;
+
+    if (!cfg || !name)
+        return NULL;
+    for (i = 0; i < cfg->nendpoints; i++) {
+        if (strcasecmp(cfg->endpoints[i].name, name) == 0)
+            return &cfg->endpoints[i];
+    }
+    return NULL;
+}
+
+const struct config_process *config_process_find(const struct config *cfg, const char *key)
+{
+    size_t i;
+
+    if (!cfg || !key)
+        return NULL;
+    for (i = 0; i < cfg->nprocesses; i++) {
+        if (strcmp(cfg->processes[i].key, key) == 0)
+            return &cfg->processes[i];
+    }
+    return NULL;
 }

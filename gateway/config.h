@@ -67,10 +67,87 @@ struct config {
     } upstream;
 
     struct {
+        bool require_bearer;      /* /api/... without "Authorization: Bearer <token>" -> 401 */
+        bool forward_unknown_api; /* unknown /api/... paths: forward (on) or 404 (off) */
+        bool numeric_string_ids;  /* accept "runId":"123" (home-grown bots); off */
+        uint32_t max_overwrite_seconds_saved; /* 0..2147483647; above -> 422 */
+        uint32_t max_overwrite_entries;       /* 0..2147483647; above -> 422 */
+        /* Default body limit of FinishRun and task actions; at most server.max_body_size (an
+         * error when set larger; unset: 64k, or max_body_size when that is smaller). */
+        size_t validated_body_size;
+    } policy;
+
+    /* [endpoint "NAME"] sections in file order, NAME an endpoint of the router table
+     * (case-insensitive, stored as the table spells it), each at most once. Endpoints without
+     * a section use the defaults. See config_endpoint_find. */
+    struct config_endpoint *endpoints;
+    size_t nendpoints;
+
+    /* [process "KEY"] sections in file order, each KEY (case-sensitive) at most once: KPI
+     * settings and per-process policy (issue 4). See config_process_find. */
+    struct config_process *processes;
+    size_t nprocesses;
+
+    struct {
+        /* libpq conninfo or URI, 1..4096 characters, owned; NULL: the audit ledger is off. May
+         * hold a password: config never puts it in a message, and neither may its users. */
+        char *database;
+        bool auto_migrate;          /* apply sql/migrations at start-up */
+        uint32_t commit_timeout_ms; /* record not committed by then -> 503, not forwarded */
+        uint32_t batch_size;        /* flush after this many records ... */
+        uint32_t batch_delay_ms;    /* ... or this long after the first one (0: at once) */
+        uint32_t queue_size;        /* records waiting per thread; beyond -> 503 */
+        /* Gateway instance name in records, 1..128 characters, owned, never NULL: when not in
+         * the file, the host name (gethostname) at load time. */
+        char *instance;
+        uint32_t reconnect_max_ms;    /* backoff ceiling between reconnect attempts */
+        uint32_t settings_refresh_ms; /* re-read process_kpi_settings (NOTIFY is faster) */
+        uint32_t partitions_ahead;    /* days of partitions created ahead */
+        uint32_t map_cache_size;      /* runId/taskId -> processKey entries cached per thread */
+    } audit;
+
+    struct {
         int level;       /* LOG_LEVEL_* from log.h: 0 debug, 1 info, 2 warn, 3 error */
         bool access_log; /* one JSON line per request */
     } log;
 };
+
+struct config_endpoint {
+    const char *name;       /* the router table's spelling (static: struct route's name) */
+    int line;               /* where the section starts, for messages */
+    bool enabled;           /* default on; off: 404 route.disabled */
+    bool has_max_body_size; /* max_body_size set in the file */
+    size_t max_body_size;   /* 1..64m, at most server.max_body_size (checked at load) */
+};
+
+/* A process's KPI settings ("Finish and Reporting" in Anymate) and policy. A field not set in
+ * the file has its has_ flag false (and value 0). Integers are 0..2147483647 (.NET Int32). */
+struct config_process {
+    char *key; /* owned; the process key, case-sensitive as Anymate stores it */
+    int line;
+    bool has_tasks_enabled, tasks_enabled;
+    bool has_seconds_per_run;
+    int32_t seconds_per_run;
+    bool has_seconds_per_task;
+    int32_t seconds_per_task;
+    bool has_advanced_mode, advanced_mode;
+    bool has_default_entries;
+    int32_t default_entries;
+    bool has_seconds_per_entry;
+    int32_t seconds_per_entry;
+    bool has_max_overwrite_seconds_saved;
+    uint32_t max_overwrite_seconds_saved;
+    bool has_max_overwrite_entries;
+    uint32_t max_overwrite_entries;
+};
+
+/*
+ * Lookups over a snapshot (linear); NULL when there is no section for it, or CFG or the name is
+ * NULL. The result lives as long as the snapshot. Endpoint names match case-insensitively (as
+ * router_find); process keys exactly.
+ */
+const struct config_endpoint *config_endpoint_find(const struct config *cfg, const char *name);
+const struct config_process *config_process_find(const struct config *cfg, const char *key);
 
 /*
  * Errors collected while loading: each entry is a complete "FILE:LINE: message" string
@@ -104,9 +181,11 @@ void config_errors_free(struct config_errors *errs);
 
 /*
  * Reload (SIGHUP): can NEXT replace OLD in a running process? Keys marked not reloadable in the
- * table (listen addresses, threads, upstream identity and trust, pool size) take effect only at
- * a restart. Returns 0 when none of them differ, else -1 with one "FILE:0: ..." message per
- * changed key appended to ERRS (NULL: not reported). Neither snapshot is modified.
+ * table (listen addresses, threads, upstream identity and trust, pool size, audit database and
+ * instance) take effect only at a restart; [endpoint] and [process] sections always reload.
+ * Returns 0 when none of them differ, else -1 with one "FILE:0: ..." message per changed key
+ * appended to ERRS (NULL: not reported; the database value is never shown). Neither snapshot
+ * is modified.
  */
 int config_reload_check(const struct config *old, const struct config *next,
                         struct config_errors *errs);

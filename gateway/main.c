@@ -22,6 +22,7 @@
 #include "config.h"
 #include "listener.h"
 #include "log.h"
+#include "policy.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -80,6 +81,10 @@ static int run(struct config *cfg)
     struct event *sigs[3] = {NULL, NULL, NULL};
 
     signal(SIGPIPE, SIG_IGN);
+    if (policy_init() != 0) {
+        log_error("cannot register the policy phase", "");
+        return 1;
+    }
     if (evthread_use_pthreads() != 0) {
         log_error("cannot enable libevent threading", "");
         return 1;

@@ -21,17 +21,24 @@
 
 /* ---- the step list ---- */
 
-struct step {
-    const char *name;
-    request_hook_fn fn;
-};
-
 #define MAX_HOOKS 16
 static struct {
     const char *name;
     request_hook_fn fn;
 } hooks[REQUEST_PHASE__COUNT][MAX_HOOKS];
 static unsigned nhooks[REQUEST_PHASE__COUNT];
+
+static request_done_fn done_hooks[MAX_HOOKS];
+static unsigned ndone_hooks;
+
+int request_done_hook_add(const char *name, request_done_fn fn)
+{
+    (void)name;
+    if (ndone_hooks >= MAX_HOOKS)
+        return -1;
+    done_hooks[ndone_hooks++] = fn;
+    return 0;
+}
 
 int request_hook_add(enum request_phase phase, const char *name, request_hook_fn fn)
 {
@@ -153,12 +160,15 @@ static void send_reply(struct gw_request *r, int status, struct evbuffer *body)
     evhttp_send_reply(r->ereq, status, NULL, body);
     r->ereq = NULL;
     access_log(r);
+    for (unsigned i = 0; i < ndone_hooks; i++)
+        done_hooks[i](r);
     request_free(r);
 }
 
 void request_reply_refusal(struct gw_request *r, int status, const char *code, const char *message)
 {
     r->error_code = code;
+    snprintf(r->error_message, sizeof(r->error_message), "%s", message ? message : "");
     if (!r->ended_by)
         r->ended_by = "gateway";
     char *json = errors_body(code, message, r->id);
@@ -273,7 +283,13 @@ static enum request_next phase_head(struct gw_request *r)
 static enum request_next phase_route(struct gw_request *r)
 {
     unsigned method = (unsigned)evhttp_request_get_command(r->ereq);
-    if (router_match(method, evhttp_request_get_uri(r->ereq), &r->match) != 0) {
+    const char *why = NULL;
+    if (router_canonical_path(evhttp_request_get_uri(r->ereq), r->path, sizeof(r->path), &why) !=
+        0) {
+        request_reply_refusal(r, 400, "request.noncanonical_path", why);
+        return REQUEST_DONE;
+    }
+    if (router_match(method, r->path, &r->match) != 0) {
         request_reply_error(r, GW_ERR_NOT_FOUND, NULL);
         return REQUEST_DONE;
     }

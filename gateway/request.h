@@ -20,6 +20,7 @@
 #include <sys/queue.h>
 
 #include "errors.h"
+#include "payload.h"
 #include "router.h"
 #include "util.h"
 
@@ -60,12 +61,22 @@ struct gw_request {
     const char *error_code;               /* static, when the gateway refused or failed */
     const char *ended_by;                 /* "upstream", "gateway", "timeout", "shutdown" */
     bool close;                           /* send Connection: close */
+    char path[2048];                      /* canonical path (router_canonical_path) */
+    bool payload_valid;                   /* the policy phase parsed the body into payload */
+    struct payload_result payload;        /* FinishRun / task action fields */
+    char error_message[256];              /* message of a refusal or failure, for the audit */
     size_t bytes_in, bytes_out;
     void *hook_data[REQUEST_PHASE__COUNT]; /* one slot per phase for its hooks' state */
 };
 
 /* Register FN in PHASE. Only before workers start. Returns 0, or -1 when the table is full. */
 int request_hook_add(enum request_phase phase, const char *name, request_hook_fn fn);
+
+/* Observers called for every request once its reply is sent (refusals included), in
+ * registration order, just before the request is freed: audit outcomes, metrics. They must not
+ * reply or keep R. Only before workers start; 0 or -1 when full. */
+typedef void (*request_done_fn)(struct gw_request *r);
+int request_done_hook_add(const char *name, request_done_fn fn);
 
 /* evhttp callback for every request on a worker's listener; ARG is the worker. */
 void request_handle(struct evhttp_request *ereq, void *arg);

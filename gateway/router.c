@@ -70,6 +70,142 @@ const struct route *router_table(size_t *count)
     return table;
 }
 
+const struct route *router_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
+        if (strcasecmp(table[i].name, name) == 0)
+            return &table[i];
+    return NULL;
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Length of the well-formed UTF-8 sequence at S (N bytes left), or 0. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t len;
+    unsigned cp;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+        cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+        return 0;
+    return len;
+}
+
+int router_canonical_path(const char *target, char *out, size_t outlen, const char **why)
+{
+    size_t n = strcspn(target, "?");
+    if (memchr(target, '#', n)) {
+        *why = "the request target must not contain a fragment";
+        return -1;
+    }
+    if (n + 1 > outlen) {
+        *why = "the path is too long";
+        return -1;
+    }
+    /* Decode, keeping %2F encoded. */
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)target[i];
+        if (c == '%') {
+            int hi = i + 2 < n ? hexval((unsigned char)target[i + 1]) : -1;
+            int lo = i + 2 < n ? hexval((unsigned char)target[i + 2]) : -1;
+            if (hi < 0 || lo < 0) {
+                *why = "the path has a malformed percent-escape";
+                return -1;
+            }
+            c = (unsigned char)(hi * 16 + lo);
+            i += 2;
+            if (c == '/') {
+                memcpy(out + o, "%2F", 3);
+                o += 3;
+                continue;
+            }
+        }
+        if (c < 0x20 || c == 0x7f) {
+            *why = "the path contains a control character";
+            return -1;
+        }
+        if (c == '\\') {
+            *why = "the path contains a backslash";
+            return -1;
+        }
+        out[o++] = (char)c;
+    }
+    out[o] = '\0';
+
+    const unsigned char *p = (const unsigned char *)out;
+    for (size_t i = 0; i < o;) {
+        size_t l = utf8_len(p + i, o - i);
+        if (l == 0) {
+            *why = "the path is not valid UTF-8 once percent-decoded";
+            return -1;
+        }
+        i += l;
+    }
+    if (out[0] != '/') {
+        *why = "the request target must be a path starting with /";
+        return -1;
+    }
+    /* Segments: no "." or "..", no empty one except a single trailing slash; ASCII only in
+     * the first two. */
+    size_t seg = 0;
+    for (const char *s = out; *s == '/';) {
+        const char *start = s + 1;
+        const char *end = strchr(start, '/');
+        size_t len = end ? (size_t)(end - start) : strlen(start);
+        seg++;
+        if (len == 0 && end) {
+            *why = "the path has an empty segment (//)";
+            return -1;
+        }
+        if ((len == 1 && start[0] == '.') || (len == 2 && start[0] == '.' && start[1] == '.')) {
+            *why = "the path has a dot segment (. or ..)";
+            return -1;
+        }
+        if (seg <= 2)
+            for (size_t k = 0; k < len; k++)
+                if ((unsigned char)start[k] >= 0x80) {
+                    *why = "the endpoint name in the path must be ASCII";
+                    return -1;
+                }
+        if (!end)
+            break;
+        s = end;
+    }
+    return 0;
+}
+
 int router_match(unsigned method, const char *target, struct route_match *m)
 {
     memset(m, 0, sizeof(*m));

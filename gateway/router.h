@@ -56,11 +56,30 @@ struct route_match {
 };
 
 /*
- * Match METHOD (an EVHTTP_REQ_* value) and the request target TARGET (path and optional query,
- * as received). Fills *M and returns 0; returns -1 when nothing matches (404). Unknown paths
- * under /api/ match the pass-through row "api.other".
+ * Match METHOD (an EVHTTP_REQ_* value) and PATH (canonical, from router_canonical_path; a
+ * query, if still present, is ignored). Fills *M and returns 0; returns -1 when nothing
+ * matches (404). Unknown paths under /api/ match the pass-through row "api.other".
  */
-int router_match(unsigned method, const char *target, struct route_match *m);
+int router_match(unsigned method, const char *path, struct route_match *m);
+
+/* The row named NAME (case-insensitive), or NULL. */
+const struct route *router_find(const char *name);
+
+/*
+ * Canonicalise the path of the request target TARGET the way Anymate's server (ASP.NET Core
+ * on Kestrel) reads it before routing, so that no spelling of an endpoint escapes the rules
+ * of that endpoint: percent-escapes are decoded, except %2F which stays encoded (Kestrel keeps
+ * it, so it never separates segments). Spellings that no SDK sends and that servers disagree
+ * on are refused instead of interpreted (returns -1 with a static reason in *WHY):
+ *   - a malformed percent-escape, a decoded NUL or control character, invalid UTF-8;
+ *   - "." or ".." segments (also as %2E), empty segments ("//"), a backslash (IIS reads it as
+ *     a slash), a fragment;
+ *   - any non-ASCII character in the first two segments (e.g. "/api/F%C4%B1nishRun": .NET's
+ *     ignore-case comparison maps dotless i to I, so Anymate could route it to FinishRun).
+ * On success writes the decoded path (without the query) into OUT (OUTLEN bytes, at least
+ * strlen(TARGET) + 1) and returns 0. The target forwarded upstream is never rewritten.
+ */
+int router_canonical_path(const char *target, char *out, size_t outlen, const char **why);
 
 /* The table, for documentation and tests. */
 const struct route *router_table(size_t *count);

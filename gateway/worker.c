@@ -74,6 +74,11 @@ static void reply_written_cb(struct evhttp_request *ereq, void *arg)
     maybe_exit(w);
 }
 
+void worker_count_refusal(struct worker *w)
+{
+    atomic_fetch_add(&w->status.refusals, 1);
+}
+
 void worker_reply_queued(struct worker *w, struct evhttp_request *ereq)
 {
     /* evhttp calls this once the reply is written; not when the bot's connection fails

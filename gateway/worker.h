@@ -34,6 +34,7 @@ struct worker_status {
     atomic_uint_fast64_t upstream_connections_opened;
     atomic_uint_fast64_t upstream_requests;
     atomic_uint_fast64_t upstream_retries;
+    atomic_uint_fast64_t refusals; /* requests refused by policy */
 };
 
 struct worker {
@@ -72,5 +73,6 @@ void worker_request_finished(struct worker *w, struct gw_request *r);
 /* A reply is about to be sent on EREQ: the worker keeps its loop running until it is written
  * (or the bot's connection fails), so shutdown never cuts a reply short. */
 void worker_reply_queued(struct worker *w, struct evhttp_request *ereq);
+void worker_count_refusal(struct worker *w);
 
 #endif

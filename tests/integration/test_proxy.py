@@ -331,6 +331,11 @@ class ProxyTest(GatewayTest):
 
 
 class UpstreamFailureTest(GatewayTest):
+    def gateway(self, *a, **kw):
+        gw = super().gateway(*a, **kw)
+        gw.default_headers = {"Authorization": "Bearer not-checked-by-the-gateway"}
+        return gw
+
     def test_upstream_down_gives_502(self):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))

@@ -1,7 +1,9 @@
 /*
  * Unit tests for gateway/config.c: the value parsers, every key's bounds and default, the shape
- * of error messages (FILE:LINE, all errors, not only the first), upstream derivation, and that
- * the shipped config/gateway.conf and config/minimal.conf load and document the real defaults.
+ * of error messages (FILE:LINE, all errors, not only the first), upstream derivation, named
+ * sections ([endpoint "NAME"], [process "KEY"]), that the audit database never appears in a
+ * message, and that the shipped config/gateway.conf and config/minimal.conf load and document
+ * the real defaults.
  *
  * Run from the repository root, or set SRCDIR to it.
  */
@@ -13,6 +15,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "router.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -413,11 +416,47 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->upstream.dns_refresh_ms, 60000);
     assert_int_equal(cfg->log.level, LOG_LEVEL_INFO);
     assert_true(cfg->log.access_log);
+
+    assert_true(cfg->policy.require_bearer);
+    assert_false(cfg->policy.forward_unknown_api);
+    assert_false(cfg->policy.numeric_string_ids);
+    assert_int_equal(cfg->policy.max_overwrite_seconds_saved, 2147483647);
+    assert_int_equal(cfg->policy.max_overwrite_entries, 2147483647);
+    assert_int_equal(cfg->policy.validated_body_size, 64 * KIB);
+
+    assert_null(cfg->audit.database);
+    assert_false(cfg->audit.auto_migrate);
+    assert_int_equal(cfg->audit.commit_timeout_ms, 2000);
+    assert_int_equal(cfg->audit.batch_size, 64);
+    assert_int_equal(cfg->audit.batch_delay_ms, 2);
+    assert_int_equal(cfg->audit.queue_size, 10000);
+    assert_non_null(cfg->audit.instance); /* the host name: test_audit_instance */
+    assert_int_equal(cfg->audit.reconnect_max_ms, 5000);
+    assert_int_equal(cfg->audit.settings_refresh_ms, 30000);
+    assert_int_equal(cfg->audit.partitions_ahead, 7);
+    assert_int_equal(cfg->audit.map_cache_size, 100000);
+
+    assert_int_equal(cfg->nendpoints, 0);
+    assert_null(cfg->endpoints);
+    assert_int_equal(cfg->nprocesses, 0);
+    assert_null(cfg->processes);
+    assert_null(config_endpoint_find(cfg, "FinishRun"));
+    assert_null(config_process_find(cfg, "invoice-bot"));
     config_unref(cfg);
 }
 
 #define ANY UINT64_MAX /* the value is not checked (threads = 0 resolves to the CPU count) */
-#define AT(m) offsetof(struct config, m), sizeof(((struct config *)0)->m)
+#define INT32_MAX_S "2147483647"
+#define INT32_MAX_V UINT64_C(2147483647)
+
+/* Where a bound case's field is: struct config, or the first named section's object. */
+enum field_base { IN_CONFIG, IN_ENDPOINT, IN_PROCESS };
+
+#define AT(m) offsetof(struct config, m), sizeof(((struct config *)0)->m), IN_CONFIG
+#define EP_AT(m)                                                                                   \
+    offsetof(struct config_endpoint, m), sizeof(((struct config_endpoint *)0)->m), IN_ENDPOINT
+#define PR_AT(m)                                                                                   \
+    offsetof(struct config_process, m), sizeof(((struct config_process *)0)->m), IN_PROCESS
 
 struct bound_case {
     const char *section, *key;
@@ -426,6 +465,7 @@ struct bound_case {
     const char *below, *above; /* rejected as out of range; NULL: cannot be written */
     const char *range;         /* how the message states the range */
     size_t offset, size;
+    enum field_base base;
 };
 
 static const struct bound_case bound_cases[] = {
@@ -459,13 +499,63 @@ static const struct bound_case bound_cases[] = {
      AT(upstream.queue_size)},
     {"upstream", "dns_refresh", "1s", "24h", 1000, 86400000, "999ms", "86400001ms",
      "a duration 1s..24h", AT(upstream.dns_refresh_ms)},
+
+    {"policy", "max_overwrite_seconds_saved", "0", INT32_MAX_S, 0, INT32_MAX_V, NULL, "2147483648",
+     "an integer 0..2147483647", AT(policy.max_overwrite_seconds_saved)},
+    {"policy", "max_overwrite_entries", "0", INT32_MAX_S, 0, INT32_MAX_V, NULL, "2147483648",
+     "an integer 0..2147483647", AT(policy.max_overwrite_entries)},
+    {"policy", "validated_body_size", "1k", "64m", KIB, 64 * MIB, "1023", "65537k",
+     "a size 1k..64m", AT(policy.validated_body_size)},
+
+    {"audit", "commit_timeout", "10ms", "60s", 10, 60000, "9ms", "60001ms", "a duration 10ms..1m",
+     AT(audit.commit_timeout_ms)},
+    {"audit", "batch_size", "1", "10000", 1, 10000, "0", "10001", "an integer 1..10000",
+     AT(audit.batch_size)},
+    {"audit", "batch_delay", "0", "1s", 0, 1000, NULL, "1001ms", "a duration 0..1s",
+     AT(audit.batch_delay_ms)},
+    {"audit", "queue_size", "1", "1000000", 1, 1000000, "0", "1000001", "an integer 1..1000000",
+     AT(audit.queue_size)},
+    {"audit", "reconnect_max", "100ms", "5m", 100, 300000, "99ms", "301s", "a duration 100ms..5m",
+     AT(audit.reconnect_max_ms)},
+    {"audit", "settings_refresh", "1s", "1h", 1000, 3600000, "999ms", "61m", "a duration 1s..1h",
+     AT(audit.settings_refresh_ms)},
+    {"audit", "partitions_ahead", "1", "366", 1, 366, "0", "367", "an integer 1..366",
+     AT(audit.partitions_ahead)},
+    {"audit", "map_cache_size", "0", "100000000", 0, 100000000, NULL, "100000001",
+     "an integer 0..100000000", AT(audit.map_cache_size)},
+
+    {"endpoint \"FinishRun\"", "max_body_size", "1", "64m", 1, 64 * MIB, "0", "67108865",
+     "a size 1..64m", EP_AT(max_body_size)},
+    {"process \"p\"", "seconds_per_run", "0", INT32_MAX_S, 0, INT32_MAX_V, NULL, "2147483648",
+     "an integer 0..2147483647", PR_AT(seconds_per_run)},
+    {"process \"p\"", "seconds_per_task", "0", INT32_MAX_S, 0, INT32_MAX_V, NULL, "2147483648",
+     "an integer 0..2147483647", PR_AT(seconds_per_task)},
+    {"process \"p\"", "default_entries", "0", INT32_MAX_S, 0, INT32_MAX_V, NULL, "2147483648",
+     "an integer 0..2147483647", PR_AT(default_entries)},
+    {"process \"p\"", "seconds_per_entry", "0", INT32_MAX_S, 0, INT32_MAX_V, NULL, "2147483648",
+     "an integer 0..2147483647", PR_AT(seconds_per_entry)},
+    {"process \"p\"", "max_overwrite_seconds_saved", "0", INT32_MAX_S, 0, INT32_MAX_V, NULL,
+     "4294967296", "an integer 0..2147483647", PR_AT(max_overwrite_seconds_saved)},
+    {"process \"p\"", "max_overwrite_entries", "0", INT32_MAX_S, 0, INT32_MAX_V, NULL,
+     "99999999999", "an integer 0..2147483647", PR_AT(max_overwrite_entries)},
 };
 
-static uint64_t read_field(const struct config *cfg, size_t offset, size_t size)
+static uint64_t read_field(const struct config *cfg, const struct bound_case *c)
 {
-    const char *p = (const char *)cfg + offset;
+    const char *p = (const char *)cfg;
+    size_t size = c->size;
     uint32_t x;
     size_t y;
+
+    if (c->base == IN_ENDPOINT) {
+        assert_int_equal(cfg->nendpoints, 1);
+        assert_true(cfg->endpoints[0].has_max_body_size);
+        p = (const char *)&cfg->endpoints[0];
+    } else if (c->base == IN_PROCESS) {
+        assert_int_equal(cfg->nprocesses, 1);
+        p = (const char *)&cfg->processes[0];
+    }
+    p += c->offset;
 
     if (size == sizeof(uint32_t)) {
         memcpy(&x, p, sizeof(x));
@@ -478,8 +568,12 @@ static uint64_t read_field(const struct config *cfg, size_t offset, size_t size)
 
 static void bound_text(char *buf, size_t size, const struct bound_case *c, const char *value)
 {
-    /* The key is on line 4; a second [upstream] header is allowed. */
-    snprintf(buf, size, "[upstream]\nclient_id = acme\n[%s]\n%s = %s\n", c->section, c->key, value);
+    /*
+     * The key is on line 4; a second [upstream] header is allowed. The largest server body
+     * limit lets the other body limits reach their own maximum.
+     */
+    snprintf(buf, size, "[upstream]\nclient_id = acme\n[%s]\n%s = %s\n%s", c->section, c->key,
+             value, strcmp(c->section, "server") ? "[server]\nmax_body_size = 64m\n" : "");
 }
 
 static void test_bounds(void **state)
@@ -498,7 +592,7 @@ static void test_bounds(void **state)
             bound_text(text, sizeof(text), c, accepted[j]);
             cfg = load_ok(text);
             if (stored[j] != ANY)
-                assert_int_equal(read_field(cfg, c->offset, c->size), stored[j]);
+                assert_int_equal(read_field(cfg, c), stored[j]);
             config_unref(cfg);
         }
         for (int j = 0; j < 2; j++) {
@@ -568,6 +662,51 @@ static const struct bad_case bad_cases[] = {
     {"server", "max_body_size =",
      "t.conf:4: [server] max_body_size: missing value (expected a size 1k..64m; bytes, or with "
      "suffix k, m or g; comment the line out for the default)"},
+
+    {"policy", "require_bearer = sometimes",
+     "t.conf:4: [policy] require_bearer: 'sometimes': not a boolean (expected on/off"},
+    {"policy", "forward_unknown_api = 2", "[policy] forward_unknown_api: '2': not a boolean"},
+    {"policy", "numeric_string_ids = y", "[policy] numeric_string_ids: 'y': not a boolean"},
+    {"policy", "max_overwrite_entries = -1",
+     "t.conf:4: [policy] max_overwrite_entries: '-1': not a number (expected an integer "
+     "0..2147483647)"},
+    {"policy", "max_overwrite_seconds_saved = 1e6",
+     "[policy] max_overwrite_seconds_saved: '1e6': not a whole non-negative number"},
+    {"policy", "validated_body_size = 64kb",
+     "[policy] validated_body_size: '64kb': unknown unit (use k, m or g"},
+    {"audit", "auto_migrate = later", "t.conf:4: [audit] auto_migrate: 'later': not a boolean"},
+    {"audit", "commit_timeout = 2 s", "[audit] commit_timeout: '2 s': unknown unit"},
+    {"audit", "batch_delay = 1.5ms", "[audit] batch_delay: '1.5ms': unknown unit"},
+    {"audit", "batch_size = many", "[audit] batch_size: 'many': not a number"},
+    {"audit", "map_cache_size = 1k", "[audit] map_cache_size: '1k': not a whole non-negative"},
+    {"audit", "instance =",
+     "t.conf:4: [audit] instance: missing value (expected a name of 1..128 characters for this "
+     "gateway in audit records; default: the host name; comment the line out)"},
+    {"audit", "database =",
+     "t.conf:4: [audit] database: missing value (expected a libpq connection string (host=... "
+     "dbname=...) or a postgresql:// URI, 1..4096 characters; leave unset to turn the audit "
+     "ledger off; comment the line out)"},
+    {"endpoint \"Solved\"", "enabled = nope",
+     "t.conf:4: [endpoint \"Solved\"] enabled: 'nope': not a boolean (expected on/off"},
+    {"endpoint \"Solved\"", "max_body_size = 1x",
+     "t.conf:4: [endpoint \"Solved\"] max_body_size: '1x': unknown unit"},
+    {"endpoint \"Solved\"", "enabled =",
+     "t.conf:4: [endpoint \"Solved\"] enabled: missing value (expected on/off, yes/no, "
+     "true/false or 1/0; comment the line out for the default)"},
+    {"process \"p\"", "tasks_enabled = 01",
+     "t.conf:4: [process \"p\"] tasks_enabled: '01': not "
+     "a boolean"},
+    {"process \"p\"", "advanced_mode = enabled", "[process \"p\"] advanced_mode: 'enabled': not"},
+    {"process \"p\"", "seconds_per_run = -5",
+     "t.conf:4: [process \"p\"] seconds_per_run: '-5': not a number (expected an integer "
+     "0..2147483647)"},
+    {"process \"p\"", "default_entries = 1 # one",
+     "[process \"p\"] default_entries: '1 # one': not a whole non-negative number (expected an "
+     "integer 0..2147483647; inline comments start with ' ;', not '#')"},
+    {"process \"p\"", "seconds_per_entry = 99999999999999999999", "number too large"},
+    {"process \"p\"", "seconds_per_task =",
+     "t.conf:4: [process \"p\"] seconds_per_task: missing value (expected an integer "
+     "0..2147483647; comment the line out)"},
 };
 
 static void test_bad_values(void **state)
@@ -693,7 +832,7 @@ static void test_unknown_section(void **state)
     expect_count(&errs, 1);
     expect_exact(&errs, 0,
                  "t.conf:3: [serverr]: unknown section (expected one of [server], [admin], "
-                 "[upstream], [log])");
+                 "[upstream], [policy], [audit], [log], [endpoint \"NAME\"], [process \"KEY\"])");
     config_errors_free(&errs);
 
     load_fail("[upstream]\nclient_id = acme\n[]\n", &errs);
@@ -805,14 +944,45 @@ static void test_long_lines(void **state)
     cfg = load_ok(text);
     config_unref(cfg);
 
-    /* A long key line is reported with its line, not split into two. */
+    /* A key line longer than inih's buffer (198) is still one line, read whole. */
     snprintf(text, sizeof(text), "[upstream]\nclient_id = acme\nca_file = /%s\npool_size = 0\n",
              pad);
     load_fail(text, &errs);
     expect_count(&errs, 2);
-    expect_msg(&errs, 0, "t.conf:3: syntax error: line too long (410 characters, at most 198)");
+    expect_msg(&errs, 0, "t.conf:3: [upstream] ca_file: cannot read '/xxxx");
+    expect_msg(&errs, 0, "': File name too long (expected");
     expect_msg(&errs, 1, "t.conf:4: [upstream] pool_size: '0': out of range");
     config_errors_free(&errs);
+}
+
+/* Beyond MAX_LINE (8192) a line is reported with its line, not split into two. */
+static void test_too_long_lines(void **state)
+{
+    struct config_errors errs = {0};
+    size_t n = 8193, len;
+    char *text = malloc(n + 128);
+
+    (void)state;
+    assert_non_null(text);
+    len = (size_t)sprintf(text, "[audit]\ndatabase = ");
+    memset(text + len, 'x', n - strlen("database = "));
+    len += n - strlen("database = ");
+    strcpy(text + len, "\n[upstream]\nclient_id = acme\npool_size = 0\n");
+    load_fail(text, &errs);
+    expect_count(&errs, 2);
+    expect_exact(&errs, 0, "t.conf:2: syntax error: line too long (8193 characters, at most 8192)");
+    expect_msg(&errs, 1, "t.conf:5: [upstream] pool_size: '0': out of range");
+    config_errors_free(&errs);
+
+    /* A header line too: the keys below it are skipped. */
+    text[0] = '[';
+    memset(text + 1, 'x', n - 2);
+    strcpy(text + n - 1, "]\nthreads = 1\n[upstream]\nclient_id = acme\n");
+    load_fail(text, &errs);
+    expect_count(&errs, 1);
+    expect_exact(&errs, 0, "t.conf:1: syntax error: line too long (8193 characters, at most 8192)");
+    config_errors_free(&errs);
+    free(text);
 }
 
 /* Whitespace, CRLF, a BOM, ';' inline comments and ':' as separator are all fine. */
@@ -1135,6 +1305,27 @@ static void assert_same_config(const struct config *a, const struct config *b)
     assert_int_equal(a->upstream.dns_refresh_ms, b->upstream.dns_refresh_ms);
     assert_int_equal(a->log.level, b->log.level);
     assert_int_equal(a->log.access_log, b->log.access_log);
+    assert_int_equal(a->policy.require_bearer, b->policy.require_bearer);
+    assert_int_equal(a->policy.forward_unknown_api, b->policy.forward_unknown_api);
+    assert_int_equal(a->policy.numeric_string_ids, b->policy.numeric_string_ids);
+    assert_int_equal(a->policy.max_overwrite_seconds_saved, b->policy.max_overwrite_seconds_saved);
+    assert_int_equal(a->policy.max_overwrite_entries, b->policy.max_overwrite_entries);
+    assert_int_equal(a->policy.validated_body_size, b->policy.validated_body_size);
+    assert_true(a->audit.database == NULL && b->audit.database == NULL);
+    assert_int_equal(a->audit.auto_migrate, b->audit.auto_migrate);
+    assert_int_equal(a->audit.commit_timeout_ms, b->audit.commit_timeout_ms);
+    assert_int_equal(a->audit.batch_size, b->audit.batch_size);
+    assert_int_equal(a->audit.batch_delay_ms, b->audit.batch_delay_ms);
+    assert_int_equal(a->audit.queue_size, b->audit.queue_size);
+    assert_string_equal(a->audit.instance, b->audit.instance);
+    assert_int_equal(a->audit.reconnect_max_ms, b->audit.reconnect_max_ms);
+    assert_int_equal(a->audit.settings_refresh_ms, b->audit.settings_refresh_ms);
+    assert_int_equal(a->audit.partitions_ahead, b->audit.partitions_ahead);
+    assert_int_equal(a->audit.map_cache_size, b->audit.map_cache_size);
+    assert_int_equal(a->nendpoints, 0);
+    assert_int_equal(b->nendpoints, 0);
+    assert_int_equal(a->nprocesses, 0);
+    assert_int_equal(b->nprocesses, 0);
 }
 
 /*
@@ -1166,6 +1357,30 @@ static void test_gateway_conf_documents_defaults(void **state)
         "dns_refresh",
         "level",
         "access_log",
+        "require_bearer",
+        "forward_unknown_api",
+        "numeric_string_ids",
+        "max_overwrite_seconds_saved",
+        "max_overwrite_entries",
+        "validated_body_size",
+        "database",
+        "auto_migrate",
+        "commit_timeout",
+        "batch_size",
+        "batch_delay",
+        "instance",
+        "reconnect_max",
+        "settings_refresh",
+        "partitions_ahead",
+        "map_cache_size",
+        /* in the commented examples of named sections */
+        "enabled",
+        "tasks_enabled",
+        "seconds_per_run",
+        "seconds_per_task",
+        "default_entries",
+        "seconds_per_entry",
+        "advanced_mode",
     };
     char path[512], *text, *line, *save = NULL, *out;
     struct config *shipped, *uncommented;
@@ -1198,8 +1413,11 @@ static void test_gateway_conf_documents_defaults(void **state)
         }
         n += (size_t)sprintf(out + n, "%s\n", line);
     }
-    /* Every key but client_id (set) and ca_file (no default; an example only). */
-    assert_int_equal(uncommented_lines, 21);
+    /*
+     * Every key but client_id (set), ca_file, database and instance (no fixed default; examples
+     * only) and the keys of the named sections (examples in ";   " comments, test below).
+     */
+    assert_int_equal(uncommented_lines, 36);
 
     shipped = load_shipped("gateway.conf");
     uncommented = load_ok(out);
@@ -1209,6 +1427,642 @@ static void test_gateway_conf_documents_defaults(void **state)
     config_unref(shipped);
     free(out);
     free(text);
+}
+
+/*
+ * The commented example sections of gateway.conf (";   [endpoint ...]" and the ";   " lines
+ * under it) are valid: appended to the file without their ";   ", it still loads, with them.
+ */
+static void test_gateway_conf_examples(void **state)
+{
+    char path[512], *text, *line, *save = NULL, *out;
+    const struct config_endpoint *ep;
+    const struct config_process *pr;
+    struct config *cfg;
+    size_t n, headers = 0, keys = 0;
+    bool in_example = false;
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/config/gateway.conf", srcdir());
+    text = slurp(path);
+    out = malloc(2 * strlen(text) + 2);
+    assert_non_null(out);
+    n = (size_t)sprintf(out, "%s\n", text);
+    for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (strncmp(line, ";   [", 5) == 0) {
+            in_example = true;
+            headers++;
+        } else if (strncmp(line, ";   ", 4) != 0) {
+            in_example = false;
+        }
+        if (!in_example)
+            continue;
+        if (line[4] != ';' && line[4] != '[')
+            keys++;
+        n += (size_t)sprintf(out + n, "%s\n", line + 4);
+    }
+    assert_int_equal(headers, 2);
+    assert_int_equal(keys, 10); /* every key of both sections */
+
+    cfg = load_ok(out);
+    ep = config_endpoint_find(cfg, "FinishRun");
+    assert_non_null(ep);
+    assert_true(ep->enabled);
+    assert_true(ep->has_max_body_size);
+    assert_int_equal(ep->max_body_size, 256 * KIB);
+    pr = config_process_find(cfg, "invoice-bot");
+    assert_non_null(pr);
+    assert_true(pr->has_tasks_enabled && pr->has_seconds_per_run && pr->has_seconds_per_task &&
+                pr->has_default_entries && pr->has_seconds_per_entry && pr->has_advanced_mode &&
+                pr->has_max_overwrite_seconds_saved && pr->has_max_overwrite_entries);
+    config_unref(cfg);
+    free(out);
+    free(text);
+}
+
+/* ---------------------------------------------------------------- [policy] and [audit] */
+
+static void test_policy_values(void **state)
+{
+    struct config *cfg = load_ok("[policy]\n"
+                                 "require_bearer = off\n"
+                                 "forward_unknown_api = yes\n"
+                                 "numeric_string_ids = true\n"
+                                 "max_overwrite_seconds_saved = 86400\n"
+                                 "max_overwrite_entries = 0\n"
+                                 "validated_body_size = 128k\n"
+                                 "[upstream]\nclient_id = acme\n");
+
+    (void)state;
+    assert_false(cfg->policy.require_bearer);
+    assert_true(cfg->policy.forward_unknown_api);
+    assert_true(cfg->policy.numeric_string_ids);
+    assert_int_equal(cfg->policy.max_overwrite_seconds_saved, 86400);
+    assert_int_equal(cfg->policy.max_overwrite_entries, 0);
+    assert_int_equal(cfg->policy.validated_body_size, 128 * KIB);
+    config_unref(cfg);
+}
+
+/* Body limits the HTTP layer would never let through are errors, wherever [server] is. */
+static void test_validated_body_size_limit(void **state)
+{
+    struct config_errors errs = {0};
+    struct config *cfg;
+
+    (void)state;
+    load_fail("[upstream]\nclient_id = acme\n[policy]\nvalidated_body_size = 2m\n", &errs);
+    expect_count(&errs, 1);
+    expect_exact(&errs, 0,
+                 "t.conf:4: [policy] validated_body_size: 2m exceeds [server] max_body_size = 1m "
+                 "(the default) (expected at most 1m: larger bodies get 413 before validation)");
+    config_errors_free(&errs);
+
+    load_fail("[policy]\nvalidated_body_size = 64k\n[server]\nmax_body_size = 32k\n"
+              "[upstream]\nclient_id = acme\n",
+              &errs);
+    expect_count(&errs, 1);
+    expect_exact(&errs, 0,
+                 "t.conf:2: [policy] validated_body_size: 64k exceeds [server] max_body_size = "
+                 "32k (line 4) (expected at most 32k: larger bodies get 413 before validation)");
+    config_errors_free(&errs);
+
+    /* [server] after [policy], equal limits. */
+    cfg = load_ok("[policy]\nvalidated_body_size = 2m\n[server]\nmax_body_size = 2048k\n"
+                  "[upstream]\nclient_id = acme\n");
+    assert_int_equal(cfg->policy.validated_body_size, 2 * MIB);
+    config_unref(cfg);
+
+    /* Not set: the default, or the server's limit when that is smaller. */
+    cfg = load_ok("[server]\nmax_body_size = 32k\n[upstream]\nclient_id = acme\n");
+    assert_int_equal(cfg->policy.validated_body_size, 32 * KIB);
+    config_unref(cfg);
+
+    /* A bad server limit is reported once, with no comparison against it. */
+    load_fail("[server]\nmax_body_size = 1x\n[policy]\nvalidated_body_size = 2m\n"
+              "[endpoint \"FinishRun\"]\nmax_body_size = 2m\n[upstream]\nclient_id = acme\n",
+              &errs);
+    expect_count(&errs, 1);
+    expect_msg(&errs, 0, "t.conf:2: [server] max_body_size: '1x'");
+    config_errors_free(&errs);
+
+    /* A bad validated_body_size is not compared either. */
+    load_fail("[policy]\nvalidated_body_size = 100m\n[upstream]\nclient_id = acme\n", &errs);
+    expect_count(&errs, 1);
+    expect_msg(&errs, 0, "t.conf:2: [policy] validated_body_size: '100m': out of range");
+    config_errors_free(&errs);
+}
+
+static void test_audit_values(void **state)
+{
+    struct config *cfg = load_ok("[audit]\n"
+                                 "database = host=db.example dbname=audit user=gw\n"
+                                 "auto_migrate = on\n"
+                                 "commit_timeout = 250ms\n"
+                                 "batch_size = 1\n"
+                                 "batch_delay = 0\n"
+                                 "queue_size = 5\n"
+                                 "instance = gw-1.example\n"
+                                 "reconnect_max = 1m\n"
+                                 "settings_refresh = 5m\n"
+                                 "partitions_ahead = 30\n"
+                                 "map_cache_size = 0\n"
+                                 "[upstream]\nclient_id = acme\n");
+
+    (void)state;
+    assert_string_equal(cfg->audit.database, "host=db.example dbname=audit user=gw");
+    assert_true(cfg->audit.auto_migrate);
+    assert_int_equal(cfg->audit.commit_timeout_ms, 250);
+    assert_int_equal(cfg->audit.batch_size, 1);
+    assert_int_equal(cfg->audit.batch_delay_ms, 0);
+    assert_int_equal(cfg->audit.queue_size, 5);
+    assert_string_equal(cfg->audit.instance, "gw-1.example");
+    assert_int_equal(cfg->audit.reconnect_max_ms, 60000);
+    assert_int_equal(cfg->audit.settings_refresh_ms, 300000);
+    assert_int_equal(cfg->audit.partitions_ahead, 30);
+    assert_int_equal(cfg->audit.map_cache_size, 0);
+    config_unref(cfg);
+
+    /* A URI: its ':' and '=' are the value's, the first '=' separates. */
+    cfg = load_ok("[audit]\ndatabase = postgresql://gw:pw@[::1]:5432/audit?sslmode=require\n"
+                  "[upstream]\nclient_id = acme\n");
+    assert_string_equal(cfg->audit.database, "postgresql://gw:pw@[::1]:5432/audit?sslmode=require");
+    config_unref(cfg);
+}
+
+static void test_audit_instance(void **state)
+{
+    char host[256], text[512], name[130];
+    struct config_errors errs = {0};
+    struct config *cfg;
+
+    (void)state;
+    /* Unset: this host's name, read at load time. */
+    assert_int_equal(gethostname(host, sizeof(host)), 0);
+    host[sizeof(host) - 1] = '\0';
+    cfg = load_ok("[upstream]\nclient_id = acme\n");
+    assert_string_equal(cfg->audit.instance, host);
+    config_unref(cfg);
+
+    memset(name, 'i', 128);
+    name[128] = '\0';
+    snprintf(text, sizeof(text), "[upstream]\nclient_id = acme\n[audit]\ninstance = %s\n", name);
+    cfg = load_ok(text);
+    assert_string_equal(cfg->audit.instance, name);
+    config_unref(cfg);
+
+    name[128] = 'i';
+    name[129] = '\0';
+    snprintf(text, sizeof(text), "[upstream]\nclient_id = acme\n[audit]\ninstance = %s\n", name);
+    load_fail(text, &errs);
+    expect_count(&errs, 1);
+    expect_msg(&errs, 0, "t.conf:4: [audit] instance: 'iiii");
+    expect_msg(&errs, 0, "': too long (expected a name of 1..128 characters");
+    config_errors_free(&errs);
+}
+
+/* No message ever carries the database value: it may hold a password. */
+static void expect_no_secret(const struct config_errors *errs)
+{
+    for (size_t i = 0; i < errs->count; i++) {
+        if (strstr(errs->msgs[i], "secret") || strstr(errs->msgs[i], "password")) {
+            print_errors(errs);
+            fail();
+        }
+    }
+}
+
+static void test_audit_database_not_shown(void **state)
+{
+    struct config_errors errs = {0};
+    struct config *a, *b;
+    char *text, *p;
+
+    (void)state;
+    /* Too long: 4097 characters. */
+    text = malloc(8192);
+    assert_non_null(text);
+    p = text + sprintf(text, "[upstream]\nclient_id = acme\n[audit]\ndatabase = password=secret ");
+    memset(p, 'x', 4097 - strlen("password=secret "));
+    strcpy(p + 4097 - strlen("password=secret "), "\n");
+    load_fail(text, &errs);
+    expect_count(&errs, 1);
+    expect_exact(&errs, 0,
+                 "t.conf:4: [audit] database: the value: too long (expected a libpq connection "
+                 "string (host=... dbname=...) or a postgresql:// URI, 1..4096 characters; leave "
+                 "unset to turn the audit ledger off)");
+    expect_no_secret(&errs);
+    config_errors_free(&errs);
+
+    /* 4096 is fine, though longer than inih's line buffer. */
+    strcpy(p + 4096 - strlen("password=secret "), " ; the comment is not part of it\n");
+    a = load_ok(text);
+    assert_int_equal(strlen(a->audit.database), 4096);
+    assert_memory_equal(a->audit.database, "password=secret xxx", 19);
+    config_unref(a);
+    free(text);
+
+    /* Duplicated, in the wrong section, with a '#' hint. */
+    load_fail("[upstream]\nclient_id = acme\n[audit]\ndatabase = host=a password=secret\n"
+              "database = host=b password=secret # comment?\n"
+              "[server]\ndatabase = password=secret\n",
+              &errs);
+    expect_count(&errs, 2);
+    expect_exact(&errs, 0, "t.conf:5: [audit] database: duplicate key (first set on line 4)");
+    expect_exact(&errs, 1,
+                 "t.conf:7: [server] database: unknown key in this section (it belongs in "
+                 "[audit])");
+    expect_no_secret(&errs);
+    config_errors_free(&errs);
+
+    /* A reload that changes it: refused, without either value. */
+    a = load_ok("[upstream]\nclient_id = acme\n[audit]\ndatabase = host=a password=secret\n");
+    b = load_ok("[upstream]\nclient_id = acme\n[audit]\ndatabase = host=b password=secret2\n");
+    assert_int_equal(config_reload_check(a, b, &errs), -1);
+    expect_count(&errs, 1);
+    expect_exact(&errs, 0,
+                 "t.conf:0: [audit] database: changed (values not shown), which takes effect "
+                 "only after a restart");
+    expect_no_secret(&errs);
+    config_errors_free(&errs);
+    assert_int_equal(config_reload_check(a, a, &errs), 0);
+    config_unref(a);
+    config_unref(b);
+}
+
+/* TMPL with each '@' replaced by PAD. */
+static void fill(char *out, size_t size, const char *tmpl, const char *pad)
+{
+    size_t n = 0, plen = strlen(pad);
+
+    for (; *tmpl; tmpl++) {
+        if (*tmpl == '@') {
+            assert_true(n + plen < size);
+            memcpy(out + n, pad, plen);
+            n += plen;
+        } else {
+            assert_true(n + 1 < size);
+            out[n++] = *tmpl;
+        }
+    }
+    out[n] = '\0';
+}
+
+/*
+ * Lines longer than inih's buffer are split by the reader, exactly as inih splits the short
+ * ones: the same line with a short and a long PAD ('@') gives the same value.
+ */
+static void test_long_line_split(void **state)
+{
+    static const struct {
+        const char *line, *value;
+    } cases[] = {
+        {"database = host=h dbname=@ ; comment", "host=h dbname=@"},
+        {"database:host=h dbname=@", "host=h dbname=@"},
+        {"database =;x @", ";x @"},
+        {"database = a;b @;c", "a;b @;c"},
+        {"database = \t x @\t ;c ; d", "x @"},
+        {"database   =   @ = x : y", "@ = x : y"},
+        {"database = @\t;", "@"},
+    };
+    char pad[400], line[1024], want[1024], text[1200];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        for (size_t plen = 3; plen < sizeof(pad); plen += 390) {
+            struct config *cfg;
+            memset(pad, 'p', plen);
+            pad[plen] = '\0';
+            fill(line, sizeof(line), cases[i].line, pad);
+            fill(want, sizeof(want), cases[i].value, pad);
+            snprintf(text, sizeof(text), "[upstream]\nclient_id = acme\n[audit]\n%s\n", line);
+            cfg = load_ok(text);
+            if (strcmp(cfg->audit.database, want) != 0)
+                print_message("  line '%s': '%s'\n", line, cfg->audit.database);
+            assert_string_equal(cfg->audit.database, want);
+            config_unref(cfg);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- named sections */
+
+static void test_endpoint_sections(void **state)
+{
+    struct config *cfg = load_ok("[upstream]\nclient_id = acme\n"
+                                 "[endpoint \"finishrun\"]\n"          /* 3 */
+                                 "enabled = off\n"                     /* 4 */
+                                 "max_body_size = 256k\n"              /* 5 */
+                                 "[endpoint \"TOKEN\"]  ; the token\n" /* 6 */
+                                 "[endpoint \"Solved\"]# tasks\n"      /* 7 */
+                                 "max_body_size = 2m\n"                /* 8 */
+                                 "[server]\nmax_body_size = 2m\n");
+    const struct route *finishrun = router_find("FinishRun");
+
+    (void)state;
+    assert_int_equal(cfg->nendpoints, 3);
+    /* The router table's spelling, and its very string. */
+    assert_string_equal(cfg->endpoints[0].name, "FinishRun");
+    assert_ptr_equal(cfg->endpoints[0].name, finishrun->name);
+    assert_int_equal(cfg->endpoints[0].line, 3);
+    assert_false(cfg->endpoints[0].enabled);
+    assert_true(cfg->endpoints[0].has_max_body_size);
+    assert_int_equal(cfg->endpoints[0].max_body_size, 256 * KIB);
+    assert_string_equal(cfg->endpoints[1].name, "Token");
+    assert_int_equal(cfg->endpoints[1].line, 6);
+    assert_true(cfg->endpoints[1].enabled); /* the default */
+    assert_false(cfg->endpoints[1].has_max_body_size);
+    assert_string_equal(cfg->endpoints[2].name, "Solved");
+    assert_int_equal(cfg->endpoints[2].max_body_size, 2 * MIB);
+
+    /* Lookups ignore case, as the router does. */
+    assert_ptr_equal(config_endpoint_find(cfg, "FinishRun"), &cfg->endpoints[0]);
+    assert_ptr_equal(config_endpoint_find(cfg, "FINISHRUN"), &cfg->endpoints[0]);
+    assert_ptr_equal(config_endpoint_find(cfg, "token"), &cfg->endpoints[1]);
+    assert_null(config_endpoint_find(cfg, "Retry"));
+    assert_null(config_endpoint_find(cfg, NULL));
+    assert_null(config_endpoint_find(NULL, "FinishRun"));
+    config_unref(cfg);
+}
+
+static void test_endpoint_unknown(void **state)
+{
+    struct config_errors errs = {0};
+    const struct route *table;
+    size_t n;
+    char needle[64];
+
+    (void)state;
+    /* Reported once; the keys under it are skipped. */
+    load_fail("[upstream]\nclient_id = acme\n[endpoint \"FinishRn\"]\nenabled = maybe\n", &errs);
+    expect_count(&errs, 1);
+    expect_msg(&errs, 0,
+               "t.conf:3: [endpoint \"FinishRn\"]: unknown endpoint (expected one of: Token, "
+               "OkToRun, StartOrGetRun, StartRun, FinishRun, ");
+    table = router_table(&n);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(needle, sizeof(needle), " %s%s", table[i].name, i + 1 < n ? "," : ")");
+        expect_msg(&errs, 0, needle);
+    }
+    config_errors_free(&errs);
+
+    /* The pass-through row is no endpoint one can configure. */
+    load_fail("[upstream]\nclient_id = acme\n[endpoint \"api.other\"]\n", &errs);
+    expect_count(&errs, 1);
+    expect_msg(&errs, 0, "t.conf:3: [endpoint \"api.other\"]: unknown endpoint");
+    config_errors_free(&errs);
+
+    /* No trimming or prefix matching. */
+    load_fail("[upstream]\nclient_id = acme\n[endpoint \" FinishRun\"]\n", &errs);
+    expect_msg(&errs, 0, "t.conf:3: [endpoint \" FinishRun\"]: unknown endpoint");
+    config_errors_free(&errs);
+}
+
+static void test_endpoint_body_limit(void **state)
+{
+    struct config_errors errs = {0};
+    struct config *cfg;
+
+    (void)state;
+    load_fail("[upstream]\nclient_id = acme\n[endpoint \"FinishRun\"]\nenabled = on\n"
+              "max_body_size = 2m\n",
+              &errs);
+    expect_count(&errs, 1);
+    expect_exact(&errs, 0,
+                 "t.conf:5: [endpoint \"FinishRun\"] max_body_size: 2m exceeds [server] "
+                 "max_body_size = 1m (the default) (expected at most 1m: larger bodies get 413 "
+                 "first)");
+    config_errors_free(&errs);
+
+    /* Each endpoint on its own line; the server's limit set after them. */
+    load_fail("[endpoint \"Solved\"]\nmax_body_size = 65k\n[endpoint \"Retry\"]\n"
+              "max_body_size = 64k\n[endpoint \"Error\"]\nmax_body_size = 1m\n"
+              "[server]\nmax_body_size = 64k\n[upstream]\nclient_id = acme\n",
+              &errs);
+    expect_count(&errs, 2);
+    expect_msg(&errs, 0,
+               "t.conf:2: [endpoint \"Solved\"] max_body_size: 65k exceeds [server] "
+               "max_body_size = 64k (line 8)");
+    expect_msg(&errs, 1, "t.conf:6: [endpoint \"Error\"] max_body_size: 1m exceeds");
+    config_errors_free(&errs);
+
+    cfg = load_ok("[upstream]\nclient_id = acme\n[endpoint \"GetRules\"]\nmax_body_size = 1\n");
+    assert_int_equal(cfg->endpoints[0].max_body_size, 1);
+    config_unref(cfg);
+}
+
+static void test_process_sections(void **state)
+{
+    static const char *const text = "[upstream]\nclient_id = acme\n"
+                                    "[process \"invoice-bot\"]\n" /* 3 */
+                                    "tasks_enabled = on\n"
+                                    "seconds_per_task = 90\n"
+                                    "max_overwrite_entries = 2147483647\n"
+                                    "[process \"Invoice-Bot\"]\n" /* 7 */
+                                    "tasks_enabled = off\n"
+                                    "seconds_per_run = 600\n"
+                                    "advanced_mode = yes\n"
+                                    "default_entries = 0\n"
+                                    "seconds_per_entry = 30\n"
+                                    "max_overwrite_seconds_saved = 86400\n"
+                                    "[process \"no settings\"]\n" /* 14 */
+                                    "[process \"a ]b; c ;d \xc3\xb8\"] ; any byte but '\"'\n";
+    struct config *cfg = load_ok(text);
+    const struct config_process *p;
+
+    (void)state;
+    assert_int_equal(cfg->nprocesses, 4);
+
+    p = config_process_find(cfg, "invoice-bot");
+    assert_ptr_equal(p, &cfg->processes[0]);
+    assert_string_equal(p->key, "invoice-bot");
+    assert_int_equal(p->line, 3);
+    assert_true(p->has_tasks_enabled);
+    assert_true(p->tasks_enabled);
+    assert_true(p->has_seconds_per_task);
+    assert_int_equal(p->seconds_per_task, 90);
+    assert_true(p->has_max_overwrite_entries);
+    assert_int_equal(p->max_overwrite_entries, 2147483647);
+    assert_false(p->has_seconds_per_run || p->has_advanced_mode || p->has_default_entries ||
+                 p->has_seconds_per_entry || p->has_max_overwrite_seconds_saved);
+
+    /* Keys are case-sensitive: another process. */
+    p = config_process_find(cfg, "Invoice-Bot");
+    assert_ptr_equal(p, &cfg->processes[1]);
+    assert_int_equal(p->line, 7);
+    assert_true(p->has_tasks_enabled);
+    assert_false(p->tasks_enabled);
+    assert_true(p->has_seconds_per_run);
+    assert_int_equal(p->seconds_per_run, 600);
+    assert_true(p->has_advanced_mode);
+    assert_true(p->advanced_mode);
+    assert_true(p->has_default_entries);
+    assert_int_equal(p->default_entries, 0);
+    assert_true(p->has_seconds_per_entry);
+    assert_int_equal(p->seconds_per_entry, 30);
+    assert_true(p->has_max_overwrite_seconds_saved);
+    assert_int_equal(p->max_overwrite_seconds_saved, 86400);
+    assert_false(p->has_seconds_per_task || p->has_max_overwrite_entries);
+
+    p = config_process_find(cfg, "no settings");
+    assert_non_null(p);
+    assert_false(p->has_tasks_enabled || p->has_seconds_per_run || p->has_seconds_per_task ||
+                 p->has_advanced_mode || p->has_default_entries || p->has_seconds_per_entry ||
+                 p->has_max_overwrite_seconds_saved || p->has_max_overwrite_entries);
+
+    assert_non_null(config_process_find(cfg, "a ]b; c ;d \xc3\xb8"));
+    assert_null(config_process_find(cfg, "INVOICE-BOT"));
+    assert_null(config_process_find(cfg, "invoice-bot "));
+    assert_null(config_process_find(cfg, NULL));
+    assert_null(config_process_find(NULL, "invoice-bot"));
+    config_unref(cfg);
+}
+
+static void test_process_key_length(void **state)
+{
+    char key[202], text[512];
+    struct config_errors errs = {0};
+    struct config *cfg;
+
+    (void)state;
+    memset(key, 'k', 200);
+    key[200] = '\0';
+    snprintf(text, sizeof(text),
+             "[upstream]\nclient_id = acme\n[process \"%s\"]\nseconds_per_run = 1\n", key);
+    cfg = load_ok(text);
+    assert_string_equal(cfg->processes[0].key, key);
+    assert_true(cfg->processes[0].has_seconds_per_run);
+    config_unref(cfg);
+
+    key[200] = 'k';
+    key[201] = '\0';
+    snprintf(text, sizeof(text),
+             "[upstream]\nclient_id = acme\n[process \"%s\"]\nseconds_per_run = x\n", key);
+    load_fail(text, &errs);
+    expect_count(&errs, 1);
+    expect_msg(&errs, 0, "t.conf:3: syntax error: '[process \"kkkk");
+    expect_msg(&errs, 0, "': name longer than 200 bytes (expected [process \"KEY\"])");
+    config_errors_free(&errs);
+}
+
+static void test_named_duplicates(void **state)
+{
+    struct config_errors errs = {0};
+
+    (void)state;
+    /* The same endpoint in another case is the same endpoint; its keys are skipped. */
+    load_fail("[upstream]\nclient_id = acme\n"
+              "[endpoint \"FinishRun\"]\n" /* 3 */
+              "enabled = on\n"             /* 4 */
+              "[process \"p\"]\n"          /* 5 */
+              "[endpoint \"finishRUN\"]\n" /* 6 */
+              "enabled = bogus\n"          /* 7 */
+              "[process \"p\"]\n"          /* 8 */
+              "[process \"P\"]\n"          /* 9: another process */
+              "tasks_enabled = on\n"       /* 10 */
+              "tasks_enabled = off\n"      /* 11 */
+              "[endpoint \"Retry\"]\n"     /* 12 */
+              "enabled = on\n"             /* 13: once per section is fine */
+              "max_body_size = 1k\n"       /* 14 */
+              "enabled = off\n",           /* 15 */
+              &errs);
+    expect_count(&errs, 4);
+    expect_exact(&errs, 0,
+                 "t.conf:6: [endpoint \"FinishRun\"]: duplicate section (first defined on line 3)");
+    expect_exact(&errs, 1,
+                 "t.conf:8: [process \"p\"]: duplicate section (first defined on line 5)");
+    expect_exact(&errs, 2,
+                 "t.conf:11: [process \"P\"] tasks_enabled: duplicate key (first set on line 10)");
+    expect_exact(&errs, 3,
+                 "t.conf:15: [endpoint \"Retry\"] enabled: duplicate key (first set on line 13)");
+    config_errors_free(&errs);
+}
+
+static void test_named_unknown_keys(void **state)
+{
+    struct config_errors errs = {0};
+
+    (void)state;
+    load_fail("[upstream]\nclient_id = acme\n"
+              "[endpoint \"Solved\"]\n"
+              "max_body = 1k\n" /* 4 */
+              "threads = 2\n"   /* 5 */
+              "[process \"p\"]\n"
+              "seconds_saved = 1\n"              /* 7 */
+              "Tasks_Enabled = on\n"             /* 8 */
+              "[server]\nenabled = on\n"         /* 10 */
+              "[policy]\nseconds_per_run = 1\n", /* 12 */
+              &errs);
+    expect_count(&errs, 6);
+    expect_exact(&errs, 0,
+                 "t.conf:4: [endpoint \"Solved\"] max_body: unknown key (expected one of: "
+                 "enabled, max_body_size)");
+    expect_exact(&errs, 1,
+                 "t.conf:5: [endpoint \"Solved\"] threads: unknown key in this section (it "
+                 "belongs in [server])");
+    expect_exact(&errs, 2,
+                 "t.conf:7: [process \"p\"] seconds_saved: unknown key (expected one of: "
+                 "tasks_enabled, seconds_per_run, seconds_per_task, default_entries, "
+                 "seconds_per_entry, advanced_mode, max_overwrite_seconds_saved, "
+                 "max_overwrite_entries)");
+    expect_msg(&errs, 3, "t.conf:8: [process \"p\"] Tasks_Enabled: unknown key (expected");
+    expect_exact(&errs, 4,
+                 "t.conf:10: [server] enabled: unknown key in this section (it belongs in "
+                 "[endpoint \"NAME\"])");
+    expect_exact(&errs, 5,
+                 "t.conf:12: [policy] seconds_per_run: unknown key in this section (it belongs "
+                 "in [process \"KEY\"])");
+    config_errors_free(&errs);
+}
+
+/* A malformed named header is a syntax error on its line; the keys under it are skipped. */
+static void test_named_headers_malformed(void **state)
+{
+    static const struct {
+        const char *line, *msg;
+    } cases[] = {
+        {"[endpoint FinishRun]",
+         "t.conf:3: syntax error: '[endpoint FinishRun]': the name must be in double quotes "
+         "(expected [endpoint \"NAME\"])"},
+        {"[process 'x']", "t.conf:3: syntax error: '[process 'x']': the name must be in double "
+                          "quotes (expected [process \"KEY\"])"},
+        {"[endpoint]", "t.conf:3: syntax error: '[endpoint]': missing name (expected [endpoint "
+                       "\"NAME\"])"},
+        {"[endpoint \"\"]", "t.conf:3: syntax error: '[endpoint \"\"]': empty name (expected "
+                            "[endpoint \"NAME\"])"},
+        {"[process \"a\"b\"]", "t.conf:3: syntax error: '[process \"a\"b\"]': unexpected text "
+                               "after the closing '\"' (expected [process \"KEY\"])"},
+        {"[endpoint  \"FinishRun\"]", "t.conf:3: syntax error: '[endpoint  \"FinishRun\"]': one "
+                                      "space must separate the section from its quoted name"},
+        {"[endpoint\"FinishRun\"]", "t.conf:3: syntax error: '[endpoint\"FinishRun\"]': one "
+                                    "space must separate"},
+        {"[endpoint\t\"FinishRun\"]", "one space must separate"},
+        {"[endpoint \"FinishRun\" ]", "'[endpoint \"FinishRun\" ]': unexpected text after the "
+                                      "closing '\"'"},
+        {"[endpoint \"FinishRun\"] x", "'[endpoint \"FinishRun\"] x': unexpected text after ']'"},
+        {"[endpoint \"FinishRun\"", "'[endpoint \"FinishRun\"': missing ']' at the end of the "
+                                    "section header"},
+        {"[process \"abc]", "t.conf:3: syntax error: '[process \"abc]': missing '\"' after the "
+                            "name (expected [process \"KEY\"])"},
+        {"[process \"a\tb\"]", "t.conf:3: syntax error: '[process \"a?b\"]': control character "
+                               "in the name (expected [process \"KEY\"])"},
+        {"[server \"x\"]", "t.conf:3: syntax error: '[server \"x\"]': this section takes no name "
+                           "(expected [server])"},
+        {"[nope \"x\"]", "t.conf:3: [nope]: unknown section (expected one of [server], "},
+        {"[Endpoint \"FinishRun\"]", "t.conf:3: [Endpoint]: unknown section"},
+        {"[\"x\"]", "t.conf:3: []: unknown section"},
+    };
+    char text[256];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct config_errors errs = {0};
+        snprintf(text, sizeof(text), "[upstream]\nclient_id = acme\n%s\nenabled = x\n",
+                 cases[i].line);
+        load_fail(text, &errs);
+        expect_count(&errs, 1);
+        expect_msg(&errs, 0, cases[i].msg);
+        config_errors_free(&errs);
+    }
 }
 
 /* ---------------------------------------------------------------- lifetime and reload */
@@ -1262,6 +2116,38 @@ static void test_reload_check(void **state)
     config_unref(c);
 }
 
+/* Named sections, [policy] and most of [audit] reload; database and instance do not. */
+static void test_reload_check_new_keys(void **state)
+{
+    struct config_errors errs = {0};
+    struct config *a = load_ok("[upstream]\nclient_id = acme\n[audit]\ninstance = gw-1\n");
+    struct config *b = load_ok("[upstream]\nclient_id = acme\n[audit]\ninstance = gw-1\n"
+                               "batch_size = 1\ncommit_timeout = 5s\nauto_migrate = on\n"
+                               "[policy]\nrequire_bearer = off\nvalidated_body_size = 1m\n"
+                               "[endpoint \"FinishRun\"]\nenabled = off\n"
+                               "[process \"p\"]\nseconds_per_run = 5\n");
+    struct config *c = load_ok("[upstream]\nclient_id = acme\n[audit]\ninstance = gw-2\n"
+                               "database = dbname=audit\n");
+
+    (void)state;
+    assert_int_equal(config_reload_check(a, b, &errs), 0);
+    assert_int_equal(config_reload_check(b, a, &errs), 0);
+    expect_count(&errs, 0);
+
+    assert_int_equal(config_reload_check(a, c, &errs), -1);
+    expect_count(&errs, 2);
+    expect_exact(&errs, 0,
+                 "t.conf:0: [audit] database: changed (values not shown), which takes effect "
+                 "only after a restart");
+    expect_exact(&errs, 1,
+                 "t.conf:0: [audit] instance: changed from gw-1 to gw-2, which takes effect only "
+                 "after a restart");
+    config_errors_free(&errs);
+    config_unref(a);
+    config_unref(b);
+    config_unref(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1282,6 +2168,7 @@ int main(void)
         cmocka_unit_test(test_key_outside_section),
         cmocka_unit_test(test_syntax_errors),
         cmocka_unit_test(test_long_lines),
+        cmocka_unit_test(test_too_long_lines),
         cmocka_unit_test(test_syntax_accepted),
         cmocka_unit_test(test_multiple_errors),
         cmocka_unit_test(test_errors_accumulate),
@@ -1292,8 +2179,24 @@ int main(void)
         cmocka_unit_test(test_load_file_errors),
         cmocka_unit_test(test_shipped_files_load),
         cmocka_unit_test(test_gateway_conf_documents_defaults),
+        cmocka_unit_test(test_gateway_conf_examples),
+        cmocka_unit_test(test_policy_values),
+        cmocka_unit_test(test_validated_body_size_limit),
+        cmocka_unit_test(test_audit_values),
+        cmocka_unit_test(test_audit_instance),
+        cmocka_unit_test(test_audit_database_not_shown),
+        cmocka_unit_test(test_long_line_split),
+        cmocka_unit_test(test_endpoint_sections),
+        cmocka_unit_test(test_endpoint_unknown),
+        cmocka_unit_test(test_endpoint_body_limit),
+        cmocka_unit_test(test_process_sections),
+        cmocka_unit_test(test_process_key_length),
+        cmocka_unit_test(test_named_duplicates),
+        cmocka_unit_test(test_named_unknown_keys),
+        cmocka_unit_test(test_named_headers_malformed),
         cmocka_unit_test(test_refcount),
         cmocka_unit_test(test_reload_check),
+        cmocka_unit_test(test_reload_check_new_keys),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -88,6 +88,67 @@ static void test_table(void **state)
     }
 }
 
+struct canon_case {
+    const char *target;
+    const char *path; /* expected canonical path, NULL when refused */
+};
+
+static void test_canonical_path(void **state)
+{
+    const struct canon_case cases[] = {
+        {"/api/FinishRun/", "/api/FinishRun/"},
+        {"/api/FinishRun/?a=b", "/api/FinishRun/"},
+        {"/api/Fin%69shRun/", "/api/FinishRun/"}, /* decoded, so validated as FinishRun */
+        {"/api/%46inishRun", "/api/FinishRun"},
+        {"/%61pi/FinishRun/", "/api/FinishRun/"},
+        {"/api/OkToRun/my%20key/", "/api/OkToRun/my key/"},
+        {"/api/OkToRun/a%2Fb", "/api/OkToRun/a%2Fb"}, /* %2F stays encoded, as in Kestrel */
+        {"/api/OkToRun/a%2fb", "/api/OkToRun/a%2Fb"},
+        {"/api/OkToRun/%C3%A9t%C3%A9", "/api/OkToRun/\xc3\xa9t\xc3\xa9"}, /* non-ASCII key ok */
+        {"/api/FinishRun%2F", "/api/FinishRun%2F"}, /* not FinishRun for Anymate either */
+        {"/api/F%C4%B1nishRun/", NULL},             /* dotless i: .NET ignore-case -> I */
+        {"/api/\xe2\x84\xaaill", NULL},             /* raw non-ASCII in the endpoint name */
+        {"/api/./FinishRun/", NULL},
+        {"/api/x/../FinishRun/", NULL},
+        {"/api/%2E%2E/api/FinishRun/", NULL},
+        {"/api/%2e/FinishRun", NULL},
+        {"/api//FinishRun/", NULL},
+        {"//api/FinishRun/", NULL},
+        {"/api/FinishRun//", NULL},
+        {"/api\\FinishRun/", NULL},
+        {"/api%5CFinishRun/", NULL},
+        {"/api/FinishRun%00/", NULL},
+        {"/api/FinishRun%0A/", NULL},
+        {"/api/FinishRun%/", NULL},
+        {"/api/FinishRun%4/", NULL},
+        {"/api/FinishRun%zz/", NULL},
+        {"/api/OkToRun/%C3", NULL},       /* truncated UTF-8 */
+        {"/api/OkToRun/%C0%AF", NULL},    /* overlong */
+        {"/api/OkToRun/%ED%A0%80", NULL}, /* UTF-8 encoded surrogate */
+        {"/api/FinishRun#frag", NULL},
+        {"%2Fapi/FinishRun", NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char out[256];
+        const char *why = NULL;
+        int rc = router_canonical_path(cases[i].target, out, sizeof(out), &why);
+        if (cases[i].path) {
+            if (rc != 0)
+                fail_msg("%s refused: %s", cases[i].target, why);
+            if (strcmp(out, cases[i].path) != 0)
+                fail_msg("%s -> %s, expected %s", cases[i].target, out, cases[i].path);
+        } else {
+            if (rc == 0)
+                fail_msg("%s accepted as %s", cases[i].target, out);
+            assert_non_null(why);
+        }
+    }
+    /* the output buffer is checked */
+    char small[4];
+    const char *why;
+    assert_int_equal(router_canonical_path("/api/FinishRun", small, sizeof(small), &why), -1);
+}
+
 static void test_table_rows_are_consistent(void **state)
 {
     size_t n;
@@ -107,6 +168,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table),
         cmocka_unit_test(test_table_rows_are_consistent),
+        cmocka_unit_test(test_canonical_path),
     };
     return cmocka_run_group_tests_name("router", tests, NULL, NULL);
 }

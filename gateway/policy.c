@@ -1,0 +1,210 @@
+/*
+ * policy: the POLICY phase. Decides, before anything is audited or forwarded, whether a
+ * request may go on: the endpoint allow-list, the bearer-token requirement, the body limit of
+ * the endpoint, and for FinishRun and the task actions the strict payload contract
+ * (payload.c) plus the configured KPI override bounds.
+ *
+ * A refusal replies at once with the gateway's JSON error and a stable code; the request is
+ * never forwarded, is counted, and reaches the audit through the done hooks with its code and
+ * message (r->error_code, r->error_message).
+ *
+ * Order of checks, so that the cheapest and least revealing answer comes first: endpoint known
+ * and enabled (404) -> bearer token (401) -> body size (413) -> media type (415) -> body present
+ * (411/400) -> JSON and fields (400/422) -> KPI bounds (422).
+ */
+#include "policy.h"
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "config.h"
+#include "headers.h"
+#include "worker.h"
+
+static bool validated(const struct route *rt)
+{
+    return rt->body == ROUTE_BODY_FINISHRUN || rt->body == ROUTE_BODY_TASK_ACTION ||
+           rt->body == ROUTE_BODY_RETRY_ACTION;
+}
+
+static enum payload_kind kind_of(const struct route *rt)
+{
+    switch (rt->body) {
+    case ROUTE_BODY_FINISHRUN:
+        return PAYLOAD_FINISHRUN;
+    case ROUTE_BODY_RETRY_ACTION:
+        return PAYLOAD_RETRY_TASK_ACTION;
+    default:
+        return PAYLOAD_TASK_ACTION;
+    }
+}
+
+bool policy_bearer_ok(const char *value)
+{
+    /* RFC 6750: "Bearer" 1*SP token68, the scheme case-insensitive. */
+    if (!value || strncasecmp(value, "Bearer ", 7) != 0)
+        return false;
+    const char *t = value + 7;
+    while (*t == ' ')
+        t++;
+    size_t n = 0;
+    for (; t[n]; n++) {
+        unsigned char c = (unsigned char)t[n];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/';
+        if (!ok)
+            break;
+    }
+    if (n == 0)
+        return false;
+    while (t[n] == '=')
+        n++;
+    return t[n] == '\0';
+}
+
+bool policy_media_type_json(const char *ct)
+{
+    /* application/json, optionally with parameters; a charset, if given, must be UTF-8 (the
+     * validator reads UTF-8 and Anymate's serializer does too). */
+    if (!ct)
+        return false;
+    while (*ct == ' ')
+        ct++;
+    if (strncasecmp(ct, "application/json", 16) != 0)
+        return false;
+    const char *p = ct + 16;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (*p == '\0')
+        return true;
+    if (*p != ';')
+        return false;
+    /* parameters: only charset is interpreted */
+    while (*p == ';') {
+        p++;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        const char *name = p;
+        size_t nlen = strcspn(p, "=;");
+        p += nlen;
+        if (*p != '=')
+            return false;
+        p++;
+        const char *val = p;
+        size_t vlen = strcspn(p, ";");
+        p += vlen;
+        while (vlen > 0 && (val[vlen - 1] == ' ' || val[vlen - 1] == '\t'))
+            vlen--;
+        if (vlen >= 2 && val[0] == '"' && val[vlen - 1] == '"') {
+            val++;
+            vlen -= 2;
+        }
+        if (nlen == 7 && strncasecmp(name, "charset", 7) == 0 &&
+            !((vlen == 5 && strncasecmp(val, "utf-8", 5) == 0) ||
+              (vlen == 4 && strncasecmp(val, "utf8", 4) == 0)))
+            return false;
+    }
+    return *p == '\0';
+}
+
+static enum request_next refuse(struct gw_request *r, int status, const char *code, const char *fmt,
+                                ...) __attribute__((format(printf, 4, 5)));
+
+static enum request_next refuse(struct gw_request *r, int status, const char *code, const char *fmt,
+                                ...)
+{
+    char msg[300];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    worker_count_refusal(r->worker);
+    request_reply_refusal(r, status, code, msg);
+    return REQUEST_DONE;
+}
+
+static enum request_next policy_hook(struct gw_request *r)
+{
+    const struct config *cfg = r->worker->cfg;
+    const struct route *rt = r->match.route;
+    struct evkeyvalq *in = evhttp_request_get_input_headers(r->ereq);
+
+    if (strcmp(rt->name, "api.other") == 0 && !cfg->policy.forward_unknown_api)
+        return refuse(r, 404, "route.unknown_endpoint",
+                      "%.200s is not an Anymate endpoint the gateway knows; the operator can "
+                      "forward unknown endpoints with [policy] forward_unknown_api = on",
+                      r->path);
+    const struct config_endpoint *ce = config_endpoint_find(cfg, rt->name);
+    if (ce && !ce->enabled)
+        return refuse(r, 404, "route.disabled", "the endpoint %s is disabled on this gateway",
+                      rt->name);
+
+    if (rt->upstream == ROUTE_UPSTREAM_API && cfg->policy.require_bearer) {
+        const char *auth = evhttp_find_header(in, "Authorization");
+        if (headers_count(in, "Authorization") != 1 || !policy_bearer_ok(auth)) {
+            evhttp_add_header(evhttp_request_get_output_headers(r->ereq), "WWW-Authenticate",
+                              "Bearer");
+            return refuse(r, 401, "auth.bearer_required",
+                          "an Authorization: Bearer <token> header is required on /api/ "
+                          "endpoints (get a token from POST /connect/token)");
+        }
+    }
+
+    size_t limit = cfg->server.max_body_size;
+    if (validated(rt))
+        limit = cfg->policy.validated_body_size;
+    if (ce && ce->has_max_body_size)
+        limit = ce->max_body_size;
+    if (r->bytes_in > limit)
+        return refuse(r, 413, "request.body_too_large",
+                      "the %s body is %zu bytes; this gateway accepts at most %zu", rt->name,
+                      r->bytes_in, limit);
+
+    if (!validated(rt))
+        return REQUEST_NEXT;
+
+    const char *ct = evhttp_find_header(in, "Content-Type");
+    if (headers_count(in, "Content-Type") > 1 || !policy_media_type_json(ct))
+        return refuse(r, 415, "request.unsupported_media_type",
+                      "%s needs Content-Type: application/json (UTF-8); got %.80s", rt->name,
+                      ct ? ct : "none");
+    if (r->bytes_in == 0) {
+        if (!evhttp_find_header(in, "Content-Length") &&
+            !evhttp_find_header(in, "Transfer-Encoding"))
+            return refuse(r, 411, "request.length_required",
+                          "%s needs a JSON body with Content-Length", rt->name);
+        return refuse(r, 400, "request.body_missing", "%s needs a JSON body; it was empty",
+                      rt->name);
+    }
+
+    struct evbuffer *body = evhttp_request_get_input_buffer(r->ereq);
+    const char *bytes = (const char *)evbuffer_pullup(body, -1); /* same bytes, contiguous */
+    struct payload_options opts = {.numeric_string_ids = cfg->policy.numeric_string_ids};
+    struct payload_error perr;
+    if (!bytes ||
+        payload_validate(kind_of(rt), bytes, r->bytes_in, &opts, &r->payload, &perr) != 0) {
+        if (!bytes)
+            return refuse(r, 503, "internal.no_memory", "out of memory reading the body");
+        return refuse(r, perr.status, perr.code, "%s", perr.message);
+    }
+    if (r->payload.seconds_state == PAYLOAD_VALUE &&
+        (uint32_t)r->payload.seconds > cfg->policy.max_overwrite_seconds_saved)
+        return refuse(r, 422, "policy.seconds_above_limit",
+                      "overwriteSecondsSaved %d is above this gateway's limit of %u",
+                      r->payload.seconds, cfg->policy.max_overwrite_seconds_saved);
+    if (r->payload.entries_state == PAYLOAD_VALUE &&
+        (uint32_t)r->payload.entries > cfg->policy.max_overwrite_entries)
+        return refuse(r, 422, "policy.entries_above_limit",
+                      "overwriteEntries %d is above this gateway's limit of %u", r->payload.entries,
+                      cfg->policy.max_overwrite_entries);
+    r->payload_valid = true;
+    return REQUEST_NEXT;
+}
+
+int policy_init(void)
+{
+    return request_hook_add(REQUEST_PHASE_POLICY, "policy", policy_hook);
+}
