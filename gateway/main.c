@@ -3,6 +3,7 @@
  *
  *   anymate-gateway -c FILE        run
  *   anymate-gateway -t -c FILE     check FILE, print every error as FILE:LINE: message
+ *   anymate-gateway migrate -c FILE  apply the SQL migrations to [audit] database
  *   anymate-gateway --version | --help
  *
  * Start-up does everything that can fail before any thread starts (configuration, trust store,
@@ -19,9 +20,11 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "audit.h"
 #include "config.h"
 #include "listener.h"
 #include "log.h"
+#include "migrate.h"
 #include "policy.h"
 #include "tls.h"
 #include "worker.h"
@@ -34,8 +37,10 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: anymate-gateway -c FILE        run the gateway\n"
-                 "       anymate-gateway -t -c FILE     check FILE and exit (0 ok, 1 errors)\n"
+    fprintf(out, "usage: anymate-gateway -c FILE          run the gateway\n"
+                 "       anymate-gateway -t -c FILE       check FILE and exit (0 ok, 1 errors)\n"
+                 "       anymate-gateway migrate -c FILE  apply the SQL migrations to the audit\n"
+                 "                                        database ([audit] database of FILE)\n"
                  "       anymate-gateway --version\n"
                  "       anymate-gateway --help\n"
                  "\n"
@@ -81,9 +86,24 @@ static int run(struct config *cfg)
     struct event *sigs[3] = {NULL, NULL, NULL};
 
     signal(SIGPIPE, SIG_IGN);
-    if (policy_init() != 0) {
-        log_error("cannot register the policy phase", "");
+    if (policy_init() != 0 || audit_init() != 0) {
+        log_error("cannot register the request phases", "");
         return 1;
+    }
+    if (!cfg->audit.database) {
+        log_warn("the KPI audit ledger is off ([audit] database is not set): FinishRun and "
+                 "task actions are forwarded without a record",
+                 "");
+    } else if (cfg->audit.auto_migrate) {
+        /* Blocking libpq is fine here: no loop runs yet. */
+        int n = migrate_apply(cfg->audit.database, NULL, err, sizeof(err));
+        if (n < 0) {
+            char esc[600];
+            log_error("auto_migrate failed", "\"reason\":\"%s\"",
+                      log_json_escape(err, esc, sizeof(esc)));
+            return 1;
+        }
+        log_info("audit database migrated", "\"applied\":%d", n);
     }
     if (evthread_use_pthreads() != 0) {
         log_error("cannot enable libevent threading", "");
@@ -180,9 +200,13 @@ out:
 int main(int argc, char **argv)
 {
     const char *path = NULL;
-    bool test_only = false;
+    bool test_only = false, migrate = false;
 
     for (int i = 1; i < argc; i++) {
+        if (i == 1 && strcmp(argv[i], "migrate") == 0) {
+            migrate = true;
+            continue;
+        }
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
             return 0;
@@ -219,6 +243,22 @@ int main(int argc, char **argv)
     if (test_only) {
         printf("%s: ok\n", path);
         config_unref(cfg);
+        return 0;
+    }
+    if (migrate) {
+        if (!cfg->audit.database) {
+            fprintf(stderr, "anymate-gateway migrate: %s has no [audit] database\n", path);
+            config_unref(cfg);
+            return 1;
+        }
+        char err[1024];
+        int n = migrate_apply(cfg->audit.database, stdout, err, sizeof(err));
+        config_unref(cfg);
+        if (n < 0) {
+            fprintf(stderr, "anymate-gateway migrate: %s\n", err);
+            return 1;
+        }
+        printf("%d migration%s applied\n", n, n == 1 ? "" : "s");
         return 0;
     }
     log_set_level(cfg->log.level);

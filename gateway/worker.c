@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "audit.h"
 #include "log.h"
 #include "upstream.h"
 
@@ -40,6 +41,7 @@ static void publish_status(struct worker *w)
     atomic_store(&w->status.upstream_requests, reqs);
     atomic_store(&w->status.upstream_retries, retries);
     atomic_store(&w->status.inflight, w->ninflight);
+    atomic_store(&w->status.audit_connected, audit_thread_ready(w->audit));
 }
 
 static void janitor_cb(evutil_socket_t fd, short what, void *arg)
@@ -184,6 +186,8 @@ struct worker *worker_new(int index, struct config *cfg, SSL_CTX *ssl_ctx, int f
             goto fail;
         }
     }
+    if (audit_thread_new(w, &w->audit, errbuf, errlen) != 0)
+        goto fail;
     w->stop_ev = event_new(w->base, -1, 0, stop_cb, w);
     w->deadline = evtimer_new(w->base, deadline_cb, w);
     w->janitor = event_new(w->base, -1, EV_PERSIST, janitor_cb, w);
@@ -235,6 +239,7 @@ void worker_join_and_free(struct worker *w)
         event_free(w->deadline);
     if (w->http)
         evhttp_free(w->http); /* closes client connections and the listener */
+    audit_thread_free(w->audit);
     for (int i = 0; i < ROUTE_UPSTREAM_COUNT; i++)
         upstream_pool_free(w->pools[i]);
     if (w->dns)

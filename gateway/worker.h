@@ -23,6 +23,7 @@ struct evhttp_request;
 struct evhttp_bound_socket;
 struct event;
 struct upstream_pool;
+struct audit_thread;
 
 /* Written by the worker's janitor (every second) and on state changes; read by admin. */
 struct worker_status {
@@ -35,6 +36,7 @@ struct worker_status {
     atomic_uint_fast64_t upstream_requests;
     atomic_uint_fast64_t upstream_retries;
     atomic_uint_fast64_t refusals; /* requests refused by policy */
+    atomic_bool audit_connected;   /* the audit ledger's connection is up (or the ledger off) */
 };
 
 struct worker {
@@ -46,6 +48,7 @@ struct worker {
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
     struct upstream_pool *pools[ROUTE_UPSTREAM_COUNT];
+    struct audit_thread *audit; /* NULL when the ledger is off */
     struct event *stop_ev;  /* activated from the main thread */
     struct event *deadline; /* shutdown deadline */
     struct event *janitor;
