@@ -79,17 +79,16 @@ static void handle(struct evhttp_request *req, void *arg)
         json_t *checks = json_pack(
             "{s:{s:b, s:i, s:i}, s:{s:b, s:i}, s:{s:b, s:i}, s:{s:b, s:b, s:i}, s:b}", "workers",
             "ok", workers_ok, "running", running, "configured", a->nworkers, "upstream_api",
-            "resolved", api_ok, "threads_resolved", resolved[ROUTE_UPSTREAM_API],
-            "upstream_auth", "resolved", auth_ok, "threads_resolved",
-            resolved[ROUTE_UPSTREAM_AUTH], "audit_ledger", "enabled", a->audit_enabled,
-            "connected", a->audit_enabled && audit_up == a->nworkers, "threads_connected",
-            a->audit_enabled ? audit_up : 0, "shutting_down", a->draining);
-        json_t *counters = json_pack(
-            "{s:I, s:I, s:I, s:I}", "requests", (json_int_t)requests,
-            "upstream_connections_opened", (json_int_t)opened, "upstream_requests",
-            (json_int_t)upreq, "refusals", (json_int_t)refusals);
-        json_t *body = json_pack("{s:b, s:o, s:o}", "ready", ready, "checks", checks, "counters",
-                                 counters);
+            "resolved", api_ok, "threads_resolved", resolved[ROUTE_UPSTREAM_API], "upstream_auth",
+            "resolved", auth_ok, "threads_resolved", resolved[ROUTE_UPSTREAM_AUTH], "audit_ledger",
+            "enabled", a->audit_enabled, "connected", a->audit_enabled && audit_up == a->nworkers,
+            "threads_connected", a->audit_enabled ? audit_up : 0, "shutting_down", a->draining);
+        json_t *counters =
+            json_pack("{s:I, s:I, s:I, s:I}", "requests", (json_int_t)requests,
+                      "upstream_connections_opened", (json_int_t)opened, "upstream_requests",
+                      (json_int_t)upreq, "refusals", (json_int_t)refusals);
+        json_t *body =
+            json_pack("{s:b, s:o, s:o}", "ready", ready, "checks", checks, "counters", counters);
         reply_json(req, ready ? 200 : 503, body);
         return;
     }

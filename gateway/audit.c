@@ -52,6 +52,7 @@ enum {
     ST_LOOKUP_TASK,
     ST_SETTINGS,
     ST_PARTITIONS,
+    ST_SETTINGS_BARRIER,
 };
 
 static const struct pgw_statement statements[] = {
@@ -88,16 +89,16 @@ static const struct pgw_statement statements[] = {
                        "where excluded.run_id is not null and excluded.run_id is distinct "
                        "from task_process.run_id",
                        5},
-    [ST_LOOKUP_RUN] = {"gw_lookup_run", "select process_key from run_process where run_id = $1",
-                       1},
-    [ST_LOOKUP_TASK] = {"gw_lookup_task",
-                        "select process_key from task_process where task_id = $1", 1},
+    [ST_LOOKUP_RUN] = {"gw_lookup_run", "select process_key from run_process where run_id = $1", 1},
+    [ST_LOOKUP_TASK] = {"gw_lookup_task", "select process_key from task_process where task_id = $1",
+                        1},
     [ST_SETTINGS] = {"gw_settings",
                      "select process_key, tasks_enabled, seconds_per_run, seconds_per_task, "
                      "advanced_mode, default_entries, seconds_per_entry from "
                      "process_kpi_settings",
                      0},
     [ST_PARTITIONS] = {"gw_partitions", "select count(*) from gateway_ensure_partitions($1)", 1},
+    [ST_SETTINGS_BARRIER] = {"gw_barrier", "select 1", 0},
 };
 #define NSTATEMENTS (sizeof(statements) / sizeof(statements[0]))
 
@@ -200,14 +201,14 @@ struct audit_thread {
     struct settings_entry *settings; /* sorted by key, from the settings table */
     size_t nsettings;
     bool settings_loaded;
-    struct event *refresh; /* settings reload, partitions (worker 0) */
+    struct event *refresh;    /* settings reload, partitions (worker 0) */
+    uint64_t learn_submitted; /* mapping statements queued so far */
     uint64_t last_partitions_ms;
 };
 
 static int settings_cmp(const void *a, const void *b)
 {
-    return strcmp(((const struct settings_entry *)a)->key,
-                  ((const struct settings_entry *)b)->key);
+    return strcmp(((const struct settings_entry *)a)->key, ((const struct settings_entry *)b)->key);
 }
 
 static void settings_free(struct settings_entry *s, size_t n)
@@ -408,14 +409,13 @@ static void fmt_time(uint64_t wall_ms, char *buf, size_t len)
     struct tm tm;
     gmtime_r(&s, &tm);
     snprintf(buf, len, "%04d-%02d-%02d %02d:%02d:%02d.%03u+00", (tm.tm_year + 1900) % 10000,
-             tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)(wall_ms % 1000));
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             (unsigned)(wall_ms % 1000));
 }
 
 /* Base64url-decode the JWT payload segment of the bearer token and read who the bot is. The
  * token itself is never kept. */
-static void bot_identity(struct gw_request *r, char *ckey, size_t cklen, char *subject,
-                         size_t slen)
+static void bot_identity(struct gw_request *r, char *ckey, size_t cklen, char *subject, size_t slen)
 {
     ckey[0] = subject[0] = '\0';
     const char *auth =
@@ -539,8 +539,7 @@ static struct pgw_item *submit_record(struct audit_thread *a, struct gw_request 
                                    .has_entries = has_ent,
                                    .entries = r->payload.entries};
         struct kpi_result k;
-        kpi_compute(is_run ? KPI_RUN : KPI_TASK, process_key, have_settings ? &st : NULL, &ov,
-                    &k);
+        kpi_compute(is_run ? KPI_RUN : KPI_TASK, process_key, have_settings ? &st : NULL, &ov, &k);
         rule = kpi_rule_name(k.rule);
         if (k.has_entries) {
             snprintf(kent, sizeof(kent), "%" PRId64, k.entries);
@@ -554,9 +553,8 @@ static struct pgw_item *submit_record(struct audit_thread *a, struct gw_request 
             snprintf(ksettings, sizeof(ksettings),
                      "{\"tasksEnabled\": %s, \"secondsPerRun\": %d, \"secondsPerTask\": %d, "
                      "\"advancedMode\": %s, \"defaultEntries\": %d, \"secondsPerEntry\": %d}",
-                     st.tasks_enabled ? "true" : "false", st.seconds_per_run,
-                     st.seconds_per_task, st.advanced_mode ? "true" : "false",
-                     st.default_entries, st.seconds_per_entry);
+                     st.tasks_enabled ? "true" : "false", st.seconds_per_run, st.seconds_per_task,
+                     st.advanced_mode ? "true" : "false", st.default_entries, st.seconds_per_entry);
             kset = ksettings;
         }
     }
@@ -631,8 +629,8 @@ static void write_done(void *arg, bool ok, const PGresult *res, const char *erro
     evtimer_del(rec->timer);
     if (!ok) {
         rec->state = REC_TIMED_OUT;
-        log_error("audit record refused by the database",
-                  "\"id\":\"%s\",\"error\":\"%s\"", r->id, error ? error : "");
+        log_error("audit record refused by the database", "\"id\":\"%s\",\"error\":\"%s\"", r->id,
+                  error ? error : "");
         r->cancel = NULL;
         r->ended_by = "gateway";
         evhttp_add_header(evhttp_request_get_output_headers(r->ereq), "Retry-After", "5");
@@ -669,7 +667,8 @@ static void write_record(struct audit_rec *rec)
     if (cp && cp->has_max_overwrite_entries && r->payload.entries_state == PAYLOAD_VALUE &&
         (uint32_t)r->payload.entries > cp->max_overwrite_entries) {
         char msg[200];
-        snprintf(msg, sizeof(msg), "overwriteEntries %d is above the limit of %u for process %.100s",
+        snprintf(msg, sizeof(msg),
+                 "overwriteEntries %d is above the limit of %u for process %.100s",
                  r->payload.entries, cp->max_overwrite_entries, pk);
         evtimer_del(rec->timer);
         r->cancel = NULL;
@@ -695,8 +694,8 @@ static void lookup_done(void *arg, bool ok, const PGresult *res, const char *err
     if (ok && res && PQntuples(res) == 1) {
         snprintf(rec->process_key, sizeof(rec->process_key), "%s", PQgetvalue(res, 0, 0));
         rec->have_process = true;
-        struct idmap *m = rec->r->match.route->audit == ROUTE_AUDIT_FINISHRUN ? &rec->a->runs
-                                                                               : &rec->a->tasks;
+        struct idmap *m =
+            rec->r->match.route->audit == ROUTE_AUDIT_FINISHRUN ? &rec->a->runs : &rec->a->tasks;
         idmap_put(m, rec->r->payload.id, rec->process_key);
     } else if (!ok) {
         log_warn("process lookup failed; recording the process as unknown",
@@ -770,9 +769,31 @@ static enum request_next audit_phase(struct gw_request *r)
 
 /* ---- RESPONSE phase: learn maps, read the outcome ---- */
 
+/*
+ * Learning holds the answer back until the mappings are committed (at most commit_timeout):
+ * a bot can only send FinishRun for a runId it has received, so when it does, every replica
+ * can resolve it. Statements commit in submission order, so waiting for the last one is
+ * waiting for all. The wait state outlives the request if the commit is late: whichever of
+ * the two ends last frees it.
+ */
+struct learn_wait {
+    struct gw_request *r; /* NULL once the request is gone */
+    struct event *timer;
+    bool waiting; /* the request is suspended on this */
+    bool cb_done; /* the last statement's callback has run */
+};
+
 static void learn_done(void *arg, bool ok, const PGresult *res, const char *error)
 {
     /* pgw logs failed statements; nothing else to do */
+}
+
+static void learn_submit(struct audit_thread *a, size_t stmt, const char *const *v)
+{
+    if (pgw_submit(a->db, stmt, v, learn_done, NULL))
+        a->learn_submitted++;
+    else
+        log_error("audit queue full: a runId/taskId mapping was not recorded", "");
 }
 
 static void learn_task(struct audit_thread *a, struct gw_request *r, json_t *task, const char *pk)
@@ -788,11 +809,11 @@ static void learn_task(struct audit_thread *a, struct gw_request *r, json_t *tas
         snprintf(rn, sizeof(rn), "%" JSON_INTEGER_FORMAT, json_integer_value(rid));
     idmap_put(&a->tasks, json_integer_value(tid), pk);
     const char *v[5] = {t, pk, have_run ? rn : NULL, r->match.route->name, r->id};
-    pgw_submit(a->db, ST_LEARN_TASK, v, learn_done, NULL);
+    learn_submit(a, ST_LEARN_TASK, v);
     if (have_run) {
         idmap_put(&a->runs, json_integer_value(rid), pk);
         const char *rv[4] = {rn, pk, r->match.route->name, r->id};
-        pgw_submit(a->db, ST_LEARN_RUN, rv, learn_done, NULL);
+        learn_submit(a, ST_LEARN_RUN, rv);
     }
 }
 
@@ -813,7 +834,7 @@ static void learn(struct audit_thread *a, struct gw_request *r, json_t *body)
         snprintf(rn, sizeof(rn), "%" JSON_INTEGER_FORMAT, json_integer_value(rid));
         idmap_put(&a->runs, json_integer_value(rid), pk);
         const char *v[4] = {rn, pk, rt->name, r->id};
-        pgw_submit(a->db, ST_LEARN_RUN, v, learn_done, NULL);
+        learn_submit(a, ST_LEARN_RUN, v);
         return;
     }
     if (json_is_array(body)) { /* TakeMany */
@@ -834,11 +855,73 @@ static void learn(struct audit_thread *a, struct gw_request *r, json_t *body)
             snprintf(tn, sizeof(tn), "%" JSON_INTEGER_FORMAT, json_integer_value(t));
             idmap_put(&a->tasks, json_integer_value(t), pk);
             const char *v[5] = {tn, pk, NULL, rt->name, r->id};
-            pgw_submit(a->db, ST_LEARN_TASK, v, learn_done, NULL);
+            learn_submit(a, ST_LEARN_TASK, v);
         }
         return;
     }
     learn_task(a, r, body, pk); /* TakeNext, CreateAndTakeTask, CreateTask */
+}
+
+static void learn_wait_done(void *arg, bool ok, const PGresult *res, const char *error)
+{
+    struct learn_wait *lw = arg;
+    lw->cb_done = true;
+    if (!lw->r) {
+        free(lw);
+        return;
+    }
+    if (lw->waiting) {
+        lw->waiting = false;
+        evtimer_del(lw->timer);
+        lw->r->cancel = NULL;
+        request_resume(lw->r);
+    }
+}
+
+static void learn_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct learn_wait *lw = arg;
+    if (!lw->waiting)
+        return;
+    lw->waiting = false;
+    log_warn("runId/taskId mapping not committed in time; answering anyway", "\"id\":\"%s\"",
+             lw->r->id);
+    lw->r->cancel = NULL;
+    request_resume(lw->r);
+}
+
+static void learn_cancel(struct gw_request *r)
+{
+    struct learn_wait *lw = r->hook_data[REQUEST_PHASE_RESPONSE];
+    lw->waiting = false;
+    evtimer_del(lw->timer);
+}
+
+/* Submit the barrier: a statement that completes only after every learn statement before it.
+ * Returns REQUEST_AGAIN when the request now waits, REQUEST_NEXT otherwise. */
+static enum request_next learn_barrier(struct audit_thread *a, struct gw_request *r)
+{
+    struct learn_wait *lw = calloc(1, sizeof(*lw));
+    if (!lw)
+        return REQUEST_NEXT;
+    lw->r = r;
+    lw->timer = evtimer_new(r->worker->base, learn_timeout_cb, lw);
+    if (!lw->timer) {
+        free(lw);
+        return REQUEST_NEXT;
+    }
+    if (!pgw_submit(a->db, ST_SETTINGS_BARRIER, NULL, learn_wait_done, lw)) {
+        event_free(lw->timer);
+        free(lw);
+        return REQUEST_NEXT;
+    }
+    r->hook_data[REQUEST_PHASE_RESPONSE] = lw;
+    lw->waiting = true;
+    r->cancel = learn_cancel;
+    uint32_t ms = r->worker->cfg->audit.commit_timeout_ms;
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    evtimer_add(lw->timer, &tv);
+    return REQUEST_AGAIN;
 }
 
 static enum request_next response_phase(struct gw_request *r)
@@ -860,8 +943,10 @@ static enum request_next response_phase(struct gw_request *r)
     json_t *doc = bytes ? json_loadb(bytes, len, 0, NULL) : NULL;
     if (!doc)
         return REQUEST_NEXT;
+    uint64_t before = a->learn_submitted;
     if (learns)
         learn(a, r, doc);
+    bool learned = a->learn_submitted > before;
     if (rec && json_is_object(doc)) {
         json_t *s = json_object_get(doc, "succeeded");
         json_t *m = json_object_get(doc, "message");
@@ -871,7 +956,7 @@ static enum request_next response_phase(struct gw_request *r)
         rec->have_answer = true;
     }
     json_decref(doc);
-    return REQUEST_NEXT;
+    return learned ? learn_barrier(a, r) : REQUEST_NEXT;
 }
 
 /* ---- done: outcomes, rejected records, counts ---- */
@@ -902,7 +987,9 @@ static void write_outcome(struct audit_thread *a, struct gw_request *r, struct a
                          r->match.route->name,
                          a->w->cfg->audit.instance,
                          ustatus ? up : NULL,
-                         rec->succeeded < 0 ? NULL : rec->succeeded ? "true" : "false",
+                         rec->succeeded < 0 ? NULL
+                         : rec->succeeded   ? "true"
+                                            : "false",
                          rec->have_answer && rec->message[0] ? rec->message : NULL,
                          failure,
                          sent,
@@ -932,6 +1019,15 @@ static void audit_done(struct gw_request *r)
                 log_error("audit queue full: rejection not recorded",
                           "\"id\":\"%s\",\"reason\":\"%s\"", r->id, r->error_code);
         }
+    }
+    struct learn_wait *lw = r->hook_data[REQUEST_PHASE_RESPONSE];
+    if (lw) {
+        event_free(lw->timer);
+        if (lw->cb_done)
+            free(lw);
+        else
+            lw->r = NULL; /* the callback frees it */
+        r->hook_data[REQUEST_PHASE_RESPONSE] = NULL;
     }
     if (rec) {
         if (rec->item)

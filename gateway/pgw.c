@@ -680,14 +680,22 @@ void pgw_free(struct pgw *p)
     unwatch(p);
     if (p->conn)
         PQfinish(p->conn);
+    /* Whatever was not written is lost with the process: tell the submitters, so that
+     * nobody waits for (or keeps memory for) a statement that will never complete. */
     struct pgw_item *it;
     while ((it = TAILQ_FIRST(&p->inflight)) != NULL) {
         TAILQ_REMOVE(&p->inflight, it, link);
-        item_free(it);
+        snprintf(it->error, sizeof(it->error), "the gateway is shutting down");
+        if (it->res) {
+            PQclear(it->res);
+            it->res = NULL;
+        }
+        item_finish(it, false);
     }
     while ((it = TAILQ_FIRST(&p->queue)) != NULL) {
         TAILQ_REMOVE(&p->queue, it, link);
-        item_free(it);
+        snprintf(it->error, sizeof(it->error), "the gateway is shutting down");
+        item_finish(it, false);
     }
     if (p->timer)
         event_free(p->timer);

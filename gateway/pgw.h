@@ -59,8 +59,8 @@ struct pgw_options {
 /*
  * Callback of a submitted statement: OK true when its batch committed (RES then holds its
  * result: rows for a SELECT; borrowed, cleared after the callback), false when PostgreSQL
- * refused this very statement (ERROR names why; RES may be NULL). Not called after
- * pgw_item_cancel or pgw_free.
+ * refused this very statement, or pgw_free dropped it unwritten (ERROR says which; RES may be
+ * NULL). Never called after pgw_item_cancel.
  */
 typedef void (*pgw_done_fn)(void *arg, bool ok, const PGresult *res, const char *error);
 
@@ -69,7 +69,8 @@ typedef void (*pgw_done_fn)(void *arg, bool ok, const PGresult *res, const char 
 struct pgw *pgw_new(struct event_base *base, struct evdns_base *dns, const struct pgw_options *opts,
                     char *errbuf, size_t errlen);
 
-/* Close the connection; pending statements are dropped without callbacks. */
+/* Close the connection; statements not yet committed are dropped, their callbacks called with
+ * OK false (not those of cancelled items). */
 void pgw_free(struct pgw *p);
 
 /*

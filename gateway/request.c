@@ -156,12 +156,14 @@ static void send_reply(struct gw_request *r, int status, struct evbuffer *body)
     r->bytes_out = body ? evbuffer_get_length(body) : 0;
     if (r->deadline)
         evtimer_del(r->deadline);
+    /* Observers run while the bot's request is still at hand (peer, headers), with the
+     * status decided; evhttp may free the request once the reply is handed over. */
+    for (unsigned i = 0; i < ndone_hooks; i++)
+        done_hooks[i](r);
     worker_reply_queued(r->worker, r->ereq);
     evhttp_send_reply(r->ereq, status, NULL, body);
     r->ereq = NULL;
     access_log(r);
-    for (unsigned i = 0; i < ndone_hooks; i++)
-        done_hooks[i](r);
     request_free(r);
 }
 

@@ -72,9 +72,10 @@ struct gw_request {
 /* Register FN in PHASE. Only before workers start. Returns 0, or -1 when the table is full. */
 int request_hook_add(enum request_phase phase, const char *name, request_hook_fn fn);
 
-/* Observers called for every request once its reply is sent (refusals included), in
- * registration order, just before the request is freed: audit outcomes, metrics. They must not
- * reply or keep R. Only before workers start; 0 or -1 when full. */
+/* Observers called for every request once its reply is decided (refusals included), in
+ * registration order, right before the reply is handed to evhttp: audit outcomes, metrics.
+ * R->ereq is still valid; they must not reply or keep R. Only before workers start; 0 or -1
+ * when full. */
 typedef void (*request_done_fn)(struct gw_request *r);
 int request_done_hook_add(const char *name, request_done_fn fn);
 

@@ -49,8 +49,8 @@ struct worker {
     struct evhttp_bound_socket *bound;
     struct upstream_pool *pools[ROUTE_UPSTREAM_COUNT];
     struct audit_thread *audit; /* NULL when the ledger is off */
-    struct event *stop_ev;  /* activated from the main thread */
-    struct event *deadline; /* shutdown deadline */
+    struct event *stop_ev;      /* activated from the main thread */
+    struct event *deadline;     /* shutdown deadline */
     struct event *janitor;
     TAILQ_HEAD(, gw_request) inflight;
     unsigned ninflight;

@@ -139,6 +139,7 @@ class Proc:
             t.join(5)
         with self.lock:
             self.logfile.close()
+        return self.p.returncode
 
 
 class Mock:

@@ -1,0 +1,342 @@
+"""The KPI audit ledger end to end (issue 4): a real PostgreSQL (temporary cluster), the real
+gateway and the mock Anymate. Records are written before forwarding, outcomes after; the
+gateway's KPI values agree with the mock's own ledger; restarts, concurrency and database
+outages lose nothing and forward nothing unaudited."""
+
+import json
+import os
+import subprocess
+import threading
+import time
+import unittest
+
+import pg
+from harness import BUILD, GatewayTest, Mock, wait_for
+
+PG_OK, PG_WHY = pg.available()
+
+# The same KPI settings on both sides: the mock's --processes file and process_kpi_settings.
+PROCESSES = {
+    "runs":     dict(tasksEnabled=False, secondsPerRun=60, secondsPerTask=0, advancedMode=False,
+                     defaultEntries=0, secondsPerEntry=12),
+    "tasks":    dict(tasksEnabled=True, secondsPerRun=0, secondsPerTask=30, advancedMode=False,
+                     defaultEntries=0, secondsPerEntry=7),
+    "advanced": dict(tasksEnabled=False, secondsPerRun=0, secondsPerTask=0, advancedMode=True,
+                     defaultEntries=4, secondsPerEntry=25),
+}
+
+
+@unittest.skipUnless(PG_OK, PG_WHY)
+class AuditTest(GatewayTest):
+    @classmethod
+    def setUpClass(cls):
+        cls.pg = pg.PgCluster()
+        cls.pg.start()
+        cls.ndb = 0
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pg.cleanup()
+
+    def setUp(self):
+        super().setUp()
+        type(self).ndb += 1
+        self.db = "audit_%d" % self.ndb
+        self.pg.psql("create database %s" % self.db, dbname="postgres")
+        self.conninfo = "host=127.0.0.1 port=%d dbname=%s user=postgres connect_timeout=2" % (
+            self.pg.port, self.db)
+        procfile = os.path.join(self.tmp, "processes.json")
+        with open(procfile, "w") as f:
+            json.dump(PROCESSES, f)
+        self.ca_, self.mock = self.tls_mock(extra=("--processes", procfile))
+
+    def sql(self, q):
+        return self.pg.psql(q, dbname=self.db)
+
+    def audit_gateway(self, migrate=True, **opts):
+        extra = opts.pop("extra_sections", "")
+        audit = opts.pop("audit_extra", "")
+        if migrate and not getattr(self, "_migrated", False):
+            self._migrated = True
+            audit_line = "auto_migrate = on\n"
+        else:
+            audit_line = ""
+        sections = ("[audit]\ndatabase = %s\n%scommit_timeout = %s\nbatch_delay = 1ms\n%s\n%s" %
+                    (self.conninfo, audit_line, opts.pop("commit_timeout", "2s"), audit, extra))
+        gw = self.gateway("https://localhost:%d" % self.mock.port, ca_file=self.ca_.cert,
+                          extra_sections=sections, **opts)
+        if audit_line:
+            for pk, s in PROCESSES.items():
+                self.sql("insert into process_kpi_settings (process_key, tasks_enabled, "
+                         "seconds_per_run, seconds_per_task, advanced_mode, default_entries, "
+                         "seconds_per_entry) values ('%s', %s, %d, %d, %s, %d, %d) "
+                         "on conflict do nothing" % (
+                             pk, s["tasksEnabled"], s["secondsPerRun"], s["secondsPerTask"],
+                             s["advancedMode"], s["defaultEntries"], s["secondsPerEntry"]))
+        wait_for(lambda: json.loads(gw.admin("GET", "/readyz")[2])["checks"]["audit_ledger"]
+                 ["connected"], what="audit ledger connected")
+        bearer = self.token(gw)
+        gw.default_headers = {"Authorization": "Bearer " + bearer}
+        return gw
+
+    def call(self, gw, method, path, body=None):
+        hdrs = {"Content-Type": "application/json"} if body is not None else {}
+        data = json.dumps(body).encode() if body is not None else None
+        status, headers, out = gw.request(method, path, body=data, headers=hdrs)
+        return status, headers, (json.loads(out) if out else None)
+
+    def rows(self, q):
+        return self.sql(q)
+
+    def wait_rows(self, q, n, what):
+        return wait_for(lambda: (lambda r: r if len(r) >= n else None)(self.rows(q)),
+                        what=what)
+
+    # ---- tests --------------------------------------------------------------------------
+
+    def test_bot_session_produces_the_expected_rows_and_agrees_with_anymate(self):
+        gw = self.audit_gateway()
+        # a run-only process: FinishRun with an entries override, then one with defaults
+        s, _, run1 = self.call(gw, "GET", "/api/StartOrGetRun/runs/")
+        self.assertEqual(s, 200)
+        s, h1, ans = self.call(gw, "POST", "/api/FinishRun/",
+                               {"runId": run1["runId"], "overwriteSecondsSaved": None,
+                                "overwriteEntries": 5})
+        self.assertEqual((s, ans["succeeded"]), (200, True), ans)
+        s, _, run2 = self.call(gw, "GET", "/api/StartOrGetRun/runs")
+        s, h2, ans = self.call(gw, "POST", "/api/FinishRun/", {"RunId": run2["runId"]})
+        self.assertTrue(ans["succeeded"], ans)
+        # Advanced Mode
+        s, _, run3 = self.call(gw, "GET", "/api/StartOrGetRun/advanced/")
+        s, h3, ans = self.call(gw, "POST", "/api/FinishRun/", {"runId": run3["runId"]})
+        self.assertTrue(ans["succeeded"], ans)
+        # a task process: tasks created, taken and returned with and without overrides
+        self.call(gw, "POST", "/api/CreateTasks/tasks/", [{"k": "a"}, {"k": "b"}])
+        s, _, t1 = self.call(gw, "GET", "/api/TakeNext/tasks/")
+        s, h4, ans = self.call(gw, "POST", "/api/Solved/",
+                               {"taskId": t1["taskId"], "overwriteSecondsSaved": 100})
+        self.assertTrue(ans["succeeded"], ans)
+        s, _, t2 = self.call(gw, "GET", "/api/TakeNext/tasks")
+        s, h5, ans = self.call(gw, "POST", "/api/Manual/", {"TaskId": t2["taskId"],
+                                                            "Reason": None})
+        self.assertTrue(ans["succeeded"], ans)
+        s, _, runt = self.call(gw, "GET", "/api/StartOrGetRun/tasks/")
+        s, h6, ans = self.call(gw, "POST", "/api/FinishRun/", {"runId": runt["runId"],
+                                                                "overwriteEntries": 9})
+
+        fr = self.wait_rows("select f.request_id, f.run_id, f.process_key, f.kpi_rule, "
+                            "f.kpi_entries, f.kpi_seconds_saved, f.overrides::text, "
+                            "f.customer_key, f.bot_subject, o.upstream_status, o.succeeded "
+                            "from finishrun_audit f join audit_outcome o using (request_id, "
+                            "received_at) order by f.received_at", 4, "4 FinishRun outcomes")
+        got = {r[0]: r[1:] for r in fr}
+        self.assertEqual(got[h1["x-request-id"]][:6],
+                         [str(run1["runId"]), "runs", "override_entries", "5", "60",
+                          '{"overwriteEntries": 5, "overwriteSecondsSaved": null}'])
+        self.assertEqual(got[h2["x-request-id"]][:5],
+                         [str(run2["runId"]), "runs", "defaults", None, "60"])
+        self.assertEqual(got[h3["x-request-id"]][:5],
+                         [str(run3["runId"]), "advanced", "advanced_defaults", "4", "100"])
+        self.assertEqual(got[h6["x-request-id"]][:5],
+                         [str(runt["runId"]), "tasks", "per_task", None, None])
+        for r in fr:
+            self.assertEqual(r[7:], ["acme", "mate1", "200", "t"])
+        ta = self.wait_rows("select t.request_id, t.task_id, t.process_key, t.action, "
+                            "t.kpi_rule, t.kpi_entries, t.kpi_seconds_saved, o.succeeded "
+                            "from task_action_audit t join audit_outcome o using (request_id, "
+                            "received_at) order by t.received_at", 2, "2 task outcomes")
+        self.assertEqual([r[1:] for r in ta],
+                         [[str(t1["taskId"]), "tasks", "Solved", "override_seconds", None, "100",
+                           "t"],
+                          [str(t2["taskId"]), "tasks", "Manual", "defaults", None, "30", "t"]])
+
+        # The mock's own ledger (what Anymate logged) agrees with the gateway's values.
+        ledger = self.mock.control("GET", "/_mock/ledger", ca=self.ca_.cert)
+        ours = {}
+        for r in self.rows("select run_id, kpi_entries, kpi_seconds_saved, kpi_rule from "
+                           "finishrun_audit"):
+            ours[("run", int(r[0]))] = (r[1], r[2], r[3])
+        for r in self.rows("select task_id, kpi_entries, kpi_seconds_saved, kpi_rule from "
+                           "task_action_audit"):
+            ours[("task", int(r[0]))] = (r[1], r[2], r[3])
+        self.assertEqual(len(ledger), len(ours))
+        for row in ledger:
+            entries, seconds, rule = ours[(row["kind"], row["id"])]
+            if row.get("perTask"):
+                self.assertEqual((entries, seconds, rule), (None, None, "per_task"))
+                continue
+            self.assertEqual(entries, None if row["entries"] is None else str(row["entries"]))
+            self.assertEqual(seconds, str(row["secondsSaved"]))
+
+        # the dashboard view
+        day = self.rows("select process_key, runs, tasks, entries, seconds_saved, "
+                        "hours_saved::numeric(10,4), overridden_share from kpi_per_process_day "
+                        "order by process_key")
+        self.assertEqual(day, [
+            ["advanced", "1", "0", "4", "100", "0.0278", "0.0000"],
+            ["runs", "2", "0", "5", "120", "0.0333", "0.5000"],
+            ["tasks", "1", "2", None, "130", "0.0361", "0.6667"],
+        ])
+        maps = self.rows("select count(*) from run_process where process_key in "
+                         "('runs', 'advanced', 'tasks')")
+        self.assertGreaterEqual(int(maps[0][0]), 4)
+
+    def test_record_is_committed_before_the_request_is_forwarded(self):
+        gw = self.audit_gateway(commit_timeout="20s")
+        s, _, run = self.call(gw, "GET", "/api/StartOrGetRun/runs/")
+        # Hold a lock that the gateway's INSERT must wait for.
+        locker = subprocess.Popen(self.pg._psql_cmd(self.db), stdin=subprocess.PIPE,
+                                  stdout=subprocess.DEVNULL, text=True)
+        try:
+            locker.stdin.write("begin; lock table finishrun_audit in access exclusive mode;\n")
+            locker.stdin.flush()
+            wait_for(lambda: self.rows("select count(*) from pg_locks l join pg_class c on "
+                                       "c.oid = l.relation where c.relname = 'finishrun_audit' "
+                                       "and l.mode = 'AccessExclusiveLock' and l.granted")
+                     == [["1"]], what="the table lock")
+            result = {}
+            t = threading.Thread(target=lambda: result.update(
+                r=self.call(gw, "POST", "/api/FinishRun/", {"runId": run["runId"]})))
+            t.start()
+            wait_for(lambda: self.rows("select count(*) from pg_stat_activity where "
+                                       "wait_event_type = 'Lock' and query like "
+                                       "'insert into finishrun_audit%'") == [["1"]],
+                     what="the gateway's INSERT waiting for the lock")
+            # the record is not committed, so Anymate has not seen the request
+            self.assertEqual([r for r in self.mock.requests() if "FinishRun" in r["path"]], [])
+            locker.stdin.write("commit;\n")
+            locker.stdin.close()
+            t.join(20)
+        finally:
+            locker.wait(20)
+        self.assertEqual(result["r"][0], 200)
+        self.assertEqual(len([r for r in self.mock.requests() if "FinishRun" in r["path"]]), 1)
+
+    def test_finishrun_for_a_run_started_before_a_restart_is_resolved(self):
+        gw = self.audit_gateway()
+        s, _, run = self.call(gw, "GET", "/api/StartOrGetRun/runs/")
+        self.wait_rows("select 1 from run_process where run_id = %d" % run["runId"], 1,
+                       "the run mapping")
+        self.assertEqual(gw.close(), 0)
+        self._procs.remove(gw)
+        gw2 = self.audit_gateway(migrate=False)
+        s, h, ans = self.call(gw2, "POST", "/api/FinishRun/", {"runId": run["runId"]})
+        self.assertTrue(ans["succeeded"])
+        rows = self.rows("select process_key, kpi_rule, kpi_seconds_saved from finishrun_audit "
+                         "where request_id = '%s'" % h["x-request-id"])
+        self.assertEqual(rows, [["runs", "defaults", "60"]])
+
+    def test_unknown_run_is_recorded_as_unknown_not_guessed(self):
+        gw = self.audit_gateway()
+        s, h, ans = self.call(gw, "POST", "/api/FinishRun/", {"runId": 987654})
+        self.assertEqual(s, 200)
+        rows = self.wait_rows("select f.process_key, f.kpi_rule, f.kpi_seconds_saved, "
+                              "o.succeeded, o.message <> '' from finishrun_audit f join "
+                              "audit_outcome o using (request_id, received_at) where "
+                              "f.request_id = '%s'" % h["x-request-id"], 1, "outcome")
+        self.assertEqual(rows, [[None, "unknown_process", None, "f", "t"]])
+
+    def test_refused_payloads_are_recorded_with_their_reason(self):
+        gw = self.audit_gateway()
+        s, h, _ = self.call(gw, "POST", "/api/FinishRun/", {"runId": "12"})
+        self.assertEqual(s, 422)
+        s, h2, _ = self.call(gw, "POST", "/api/Solved/", {"reason": "no id"})
+        rows = self.wait_rows("select decision, reason_code, run_id from finishrun_audit "
+                              "where request_id = '%s'" % h["x-request-id"], 1, "rejection")
+        self.assertEqual(rows, [["rejected", "finishrun.runid_not_integer", None]])
+        rows = self.wait_rows("select decision, reason_code, bot_subject from task_action_audit "
+                              "where request_id = '%s'" % h2["x-request-id"], 1, "rejection")
+        self.assertEqual(rows, [["rejected", "task.taskid_missing", "mate1"]])
+        view = self.rows("select reason_code, requests from rejections_per_reason_day order "
+                         "by reason_code")
+        self.assertEqual(view, [["finishrun.runid_not_integer", "1"],
+                                ["task.taskid_missing", "1"]])
+
+    def test_per_process_override_bounds(self):
+        gw = self.audit_gateway(extra_sections='[process "runs"]\n'
+                                               'max_overwrite_seconds_saved = 600\n')
+        s, _, run = self.call(gw, "GET", "/api/StartOrGetRun/runs/")
+        s, h, ans = self.call(gw, "POST", "/api/FinishRun/", {"runId": run["runId"],
+                                                               "overwriteSecondsSaved": 601})
+        self.assertEqual((s, ans["error"]), (422, "policy.seconds_above_limit"))
+        rows = self.wait_rows("select decision, reason_code, process_key from finishrun_audit "
+                              "where request_id = '%s'" % h["x-request-id"], 1, "rejection")
+        self.assertEqual(rows, [["rejected", "policy.seconds_above_limit", "runs"]])
+        finish = [r for r in self.mock.requests() if "FinishRun" in r["path"]]
+        self.assertEqual(finish, [])
+
+    def test_settings_change_applies_without_restart(self):
+        gw = self.audit_gateway()
+        self.sql("update process_kpi_settings set seconds_per_run = 90 where process_key = "
+                 "'runs'")
+
+        def finish_value():
+            s, _, run = self.call(gw, "GET", "/api/StartOrGetRun/runs/")
+            s, h, _ = self.call(gw, "POST", "/api/FinishRun/", {"runId": run["runId"]})
+            r = self.rows("select kpi_seconds_saved from finishrun_audit where request_id = "
+                          "'%s'" % h["x-request-id"])
+            return r and r[0][0] == "90"
+        wait_for(finish_value, what="the new setting to apply (NOTIFY)")
+
+    def test_concurrent_bots_produce_no_duplicate_and_no_missing_row(self):
+        gw = self.audit_gateway(threads=2)
+        ids = []
+        lock = threading.Lock()
+
+        def bot(n):
+            conn = gw.conn()
+            for i in range(15):
+                s, _, run = self.call_on(gw, conn, "GET", "/api/StartOrGetRun/runs/")
+                s, h, _ = self.call_on(gw, conn, "POST", "/api/FinishRun/",
+                                       {"runId": run["runId"], "overwriteEntries": n})
+                self.assertEqual(s, 200)
+                with lock:
+                    ids.append(h["x-request-id"])
+            conn.close()
+
+        threads = [threading.Thread(target=bot, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(len(ids), 120)
+        rows = self.wait_rows("select request_id from finishrun_audit f join audit_outcome o "
+                              "using (request_id, received_at)", 120, "120 outcomes")
+        self.assertEqual(sorted(r[0] for r in rows), sorted(ids))
+        used = {a["thread"] for a in gw.access() if a["route"] == "FinishRun"}
+        self.assertEqual(used, {0, 1})
+
+    def call_on(self, gw, conn, method, path, body=None):
+        hdrs = {"Content-Type": "application/json"} if body is not None else {}
+        data = json.dumps(body).encode() if body is not None else None
+        status, headers, out = gw.request(method, path, body=data, headers=hdrs, conn=conn)
+        return status, headers, (json.loads(out) if out else None)
+
+    def test_database_down_503_nothing_forwarded_then_recovers(self):
+        gw = self.audit_gateway(commit_timeout="500ms", audit_extra="reconnect_max = 200ms\n")
+        s, _, run = self.call(gw, "GET", "/api/StartOrGetRun/runs/")
+        self.wait_rows("select 1 from run_process where run_id = %d" % run["runId"], 1,
+                       "the run mapping")
+        before = len([r for r in self.mock.requests() if "FinishRun" in r["path"]])
+        self.pg.stop()
+        try:
+            s, h, ans = self.call(gw, "POST", "/api/FinishRun/", {"runId": run["runId"]})
+            self.assertEqual((s, ans["error"]), (503, "audit.unavailable"))
+            self.assertEqual(h["retry-after"], "5")
+            after = len([r for r in self.mock.requests() if "FinishRun" in r["path"]])
+            self.assertEqual(after, before)
+        finally:
+            self.pg.start()
+        # back without a restart: the same request now goes through and is recorded
+        def ok():
+            s, h, ans = self.call(gw, "POST", "/api/FinishRun/", {"runId": run["runId"]})
+            return h["x-request-id"] if s == 200 else None
+        rid = wait_for(ok, what="the gateway to recover")
+        rows = self.wait_rows("select decision, process_key from finishrun_audit where "
+                              "request_id = '%s'" % rid, 1, "the record")
+        self.assertEqual(rows, [["accepted", "runs"]])
+        # nothing half-written: every record of a 503 is either absent or has its outcome
+        half = self.rows("select count(*) from finishrun_audit f left join audit_outcome o "
+                         "using (request_id, received_at) where f.decision = 'accepted' and "
+                         "o.request_id is null")
+        self.assertEqual(half, [["0"]])
