@@ -9,6 +9,7 @@
 #   make test       install missing Debian packages, build, unit + end-to-end tests
 #   make asan       the whole test suite under AddressSanitizer + UBSan (build-asan/)
 #   make fuzz       libFuzzer targets for FUZZ_SECONDS each (build-fuzz/, clang)
+#   make bench      FinishRun throughput: gateway (ledger on/off) vs nginx, one run
 #   make deps       install the Debian packages the project needs (idempotent)
 #   make format / format-check / clean
 
@@ -48,7 +49,7 @@ MOCK_OBJS := $(MOCK_SRCS:%.c=$(BUILD)/obj/%.o)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
-.PHONY: all test unit integration run asan fuzz deps format format-check clean check-tools
+.PHONY: all test unit integration run asan fuzz bench deps format format-check clean
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/anymate-gateway $(BUILD)/anymate-mock $(UNIT_BINS)
@@ -107,6 +108,12 @@ run: deps
 
 asan:
 	@$(MAKE) --no-print-directory BUILD=build-asan SAN=1 test
+
+# Benchmark, not a test: the gateway (ledger on and off) against nginx in one run.
+BENCH_SECONDS ?= 10
+bench: deps
+	@$(MAKE) --no-print-directory all
+	$(PYTHON) tests/bench/finishrun.py --build $(BUILD) --seconds $(BENCH_SECONDS)
 
 # libFuzzer targets: clang, ASan + UBSan, each run for FUZZ_SECONDS on a corpus under build-fuzz/.
 FUZZ_CFLAGS = -fsanitize=fuzzer-no-link,address,undefined

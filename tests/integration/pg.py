@@ -90,18 +90,27 @@ class PgError(Exception):
 
 
 class PgCluster:
-    def __init__(self, dbname="gateway", bindir=None, parent_dir=None):
+    def __init__(self, dbname="gateway", bindir=None, parent_dir=None, keep_dir=None,
+                 port=None):
+        """A temporary cluster, or with KEEP_DIR a cluster kept in that directory across runs
+        (created on first use, reused afterwards, never removed; `make run` uses it) listening
+        on PORT."""
         self.bindir = bindir or find_bindir()
         if self.bindir is None:
             raise RuntimeError(available()[1])
         self.dbname = dbname
-        self.port = None
+        self.port = port
         self.proc = None
-        self.dir = tempfile.mkdtemp(prefix="gwpg-", dir=parent_dir)
+        self.keep = keep_dir is not None
+        if self.keep:
+            self.dir = os.path.abspath(keep_dir)
+            os.makedirs(self.dir, exist_ok=True)
+        else:
+            self.dir = tempfile.mkdtemp(prefix="gwpg-", dir=parent_dir)
         self.data = os.path.join(self.dir, "data")
         self.sockdir = os.path.join(self.dir, "sock")
         self.logpath = os.path.join(self.dir, "postgres.log")
-        os.mkdir(self.sockdir)
+        os.makedirs(self.sockdir, exist_ok=True)
         self._as_user = None  # (uid, gid) to run initdb/postgres as; None = as we are
         if os.geteuid() == 0:
             pw = pwd.getpwnam("postgres")
@@ -110,6 +119,8 @@ class PgCluster:
                 os.chown(d, pw.pw_uid, pw.pw_gid)
         self._created_db = False
         _LIVE.add(self)
+        if self.keep and os.path.exists(os.path.join(self.data, "PG_VERSION")):
+            return
         try:
             self._initdb()
         except BaseException:
@@ -171,7 +182,10 @@ class PgCluster:
                     raise RuntimeError("postgres did not start on port %d:\n%s" % (port, e))
                 # someone took the free port between our probe and postgres' bind: next one
         if not self._created_db:
-            self.psql("create database %s" % self.dbname, dbname="postgres")
+            exists = self.psql("select 1 from pg_database where datname = '%s'" % self.dbname,
+                               dbname="postgres")
+            if not exists:
+                self.psql("create database %s" % self.dbname, dbname="postgres")
             self._created_db = True
         return self
 
@@ -226,11 +240,13 @@ class PgCluster:
         return self.start()
 
     def cleanup(self):
-        """Stop the server and remove the cluster directory. Safe to call twice."""
+        """Stop the server and remove the cluster directory (a kept cluster stays). Safe to
+        call twice."""
         try:
             self._signal(signal.SIGINT)
         finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
+            if not self.keep:
+                shutil.rmtree(self.dir, ignore_errors=True)
             _LIVE.discard(self)
 
     def __enter__(self):

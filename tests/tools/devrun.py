@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""`make run`: the mock Anymate server and the gateway in front of it, in the foreground.
+"""`make run`: the mock Anymate server, a local PostgreSQL and the gateway, in the foreground.
 
-Creates (once) a throwaway CA and a certificate for localhost in .run/, starts the mock on
-127.0.0.1:18443 over TLS and the gateway with config/dev.conf, waits until /readyz says ready,
-prints the curl line to try, and stops both on Ctrl-C.
+Creates (once) a throwaway CA and a certificate for localhost in .run/, and a PostgreSQL
+cluster in .run/pg (127.0.0.1:15432, reused on later runs) when config/dev.conf's [audit]
+database points there; starts the mock on 127.0.0.1:18443 over TLS and the gateway with
+config/dev.conf (which applies the migrations itself: auto_migrate), waits until /readyz says
+ready, prints the lines to try, and stops everything on Ctrl-C.
 """
 import argparse
 import json
@@ -42,6 +44,18 @@ def main():
     check = subprocess.run([os.path.join(args.build, "anymate-gateway"), "-t", "-c", args.config])
     if check.returncode != 0:
         return 1
+    cluster = None
+    with open(args.config) as f:
+        local_db = "port=15432" in f.read()
+    if local_db:
+        import pg
+        cluster = pg.PgCluster(dbname="gateway", keep_dir=os.path.join(rundir, "pg"), port=15432)
+        try:
+            cluster.start()
+        except RuntimeError as e:
+            print("make run: PostgreSQL did not start (is port 15432 free?): %s" % e,
+                  file=sys.stderr)
+            return 1
     mock = subprocess.Popen([os.path.join(args.build, "anymate-mock"), "--listen",
                              "127.0.0.1:18443", "--tls-cert", cert, "--tls-key", key],
                             stdout=subprocess.PIPE, text=True)
@@ -63,13 +77,22 @@ def main():
                 print("make run: the gateway did not become ready", file=sys.stderr)
                 return 1
             time.sleep(0.1)
+        if cluster:
+            cluster.psql("insert into process_kpi_settings (process_key, seconds_per_run, "
+                         "seconds_per_entry) values ('demo', 60, 15) on conflict do nothing")
         print("""
 anymate-gateway is running on http://127.0.0.1:8080 in front of the mock Anymate
-(https://localhost:18443). Try, in another terminal:
+(https://localhost:18443), with its KPI ledger in PostgreSQL on 127.0.0.1:15432.
+Try, in another terminal:
 
   TOKEN=$(curl -s -d 'client_id=acme&client_secret=s&grant_type=password&username=mate1&password=pw' \\
       http://127.0.0.1:8080/connect/token | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
-  curl -i -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/api/StartOrGetRun/demo/
+  RUN=$(curl -s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/api/StartOrGetRun/demo/ \\
+      | python3 -c 'import json,sys; print(json.load(sys.stdin)["runId"])')
+  curl -i -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+      -d "{\\"runId\\": $RUN, \\"overwriteEntries\\": 3}" http://127.0.0.1:8080/api/FinishRun/
+  psql "host=127.0.0.1 port=15432 dbname=gateway user=postgres" \\
+      -c 'select * from kpi_per_process_day'
 
 Readiness: curl http://127.0.0.1:9090/readyz     Stop: Ctrl-C
 """, flush=True)
@@ -84,6 +107,8 @@ Readiness: curl http://127.0.0.1:9090/readyz     Stop: Ctrl-C
                     p.wait(10)
                 except subprocess.TimeoutExpired:
                     p.kill()
+        if cluster:
+            cluster.stop()
     return 0
 
 
