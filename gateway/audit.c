@@ -65,11 +65,11 @@ static const struct pgw_statement statements[] = {
                       "$12, $13, $14, $15, $16, $17, $18, $19) on conflict do nothing",
                       19},
     [ST_TASK] = {"gw_task",
-                 "insert into task_action_audit (request_id, received_at, endpoint, action, "
-                 "gateway_instance, client_id, customer_key, bot_subject, source_addr, task_id, "
-                 "process_key, overrides, overwrite_seconds_saved, overwrite_entries, kpi_rule, "
-                 "kpi_entries, kpi_seconds_saved, kpi_settings, decision, reason_code, "
-                 "reason_message) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
+                 "insert into task_action_audit (request_id, received_at, gateway_instance, "
+                 "client_id, customer_key, bot_subject, source_addr, task_id, process_key, "
+                 "overrides, overwrite_seconds_saved, overwrite_entries, kpi_rule, kpi_entries, "
+                 "kpi_seconds_saved, kpi_settings, decision, reason_code, reason_message, "
+                 "endpoint, action) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
                  "$13, $14, $15, $16, $17, $18, $19, $20, $21) on conflict do nothing",
                  21},
     [ST_OUTCOME] = {"gw_outcome",
@@ -561,32 +561,9 @@ static struct pgw_item *submit_record(struct audit_thread *a, struct gw_request 
     const char *idv = r->payload_valid ? id : NULL;
     const char *reason = accepted ? NULL : (r->error_code ? r->error_code : "gateway.internal");
     const char *reason_msg = accepted ? NULL : r->error_message;
-    if (is_run) {
-        const char *v[19] = {r->id,
-                             received,
-                             cfg->audit.instance,
-                             cfg->upstream.client_id,
-                             ckey[0] ? ckey : NULL,
-                             subject[0] ? subject : NULL,
-                             src[0] ? src : NULL,
-                             idv,
-                             process_key,
-                             overrides,
-                             has_sec ? sec : NULL,
-                             has_ent ? ent : NULL,
-                             rule,
-                             kentries,
-                             kseconds,
-                             kset,
-                             decision,
-                             reason,
-                             reason_msg};
-        return pgw_submit(a->db, ST_FINISHRUN, v, done, arg);
-    }
+    /* The two statements share their first 19 parameters; task actions add two. */
     const char *v[21] = {r->id,
                          received,
-                         rt->name,
-                         task_action_of(rt->name),
                          cfg->audit.instance,
                          cfg->upstream.client_id,
                          ckey[0] ? ckey : NULL,
@@ -603,8 +580,10 @@ static struct pgw_item *submit_record(struct audit_thread *a, struct gw_request 
                          kset,
                          decision,
                          reason,
-                         reason_msg};
-    return pgw_submit(a->db, ST_TASK, v, done, arg);
+                         reason_msg,
+                         rt->name,
+                         task_action_of(rt->name)};
+    return pgw_submit(a->db, is_run ? ST_FINISHRUN : ST_TASK, v, done, arg);
 }
 
 /* ---- AUDIT phase ---- */
@@ -652,28 +631,26 @@ static void write_record(struct audit_rec *rec)
 
     /* The process's own bounds, now that it is known (the global ones ran in policy). */
     const struct config_process *cp = pk ? config_process_find(cfg, pk) : NULL;
+    const char *code = NULL;
+    char msg[200];
     if (cp && cp->has_max_overwrite_seconds_saved && r->payload.seconds_state == PAYLOAD_VALUE &&
         (uint32_t)r->payload.seconds > cp->max_overwrite_seconds_saved) {
-        char msg[200];
+        code = "policy.seconds_above_limit";
         snprintf(msg, sizeof(msg),
                  "overwriteSecondsSaved %d is above the limit of %u for process %.100s",
                  r->payload.seconds, cp->max_overwrite_seconds_saved, pk);
-        evtimer_del(rec->timer);
-        r->cancel = NULL;
-        worker_count_refusal(r->worker);
-        request_reply_refusal(r, 422, "policy.seconds_above_limit", msg);
-        return;
-    }
-    if (cp && cp->has_max_overwrite_entries && r->payload.entries_state == PAYLOAD_VALUE &&
-        (uint32_t)r->payload.entries > cp->max_overwrite_entries) {
-        char msg[200];
+    } else if (cp && cp->has_max_overwrite_entries && r->payload.entries_state == PAYLOAD_VALUE &&
+               (uint32_t)r->payload.entries > cp->max_overwrite_entries) {
+        code = "policy.entries_above_limit";
         snprintf(msg, sizeof(msg),
                  "overwriteEntries %d is above the limit of %u for process %.100s",
                  r->payload.entries, cp->max_overwrite_entries, pk);
+    }
+    if (code) {
         evtimer_del(rec->timer);
         r->cancel = NULL;
         worker_count_refusal(r->worker);
-        request_reply_refusal(r, 422, "policy.entries_above_limit", msg);
+        request_reply_refusal(r, 422, code, msg);
         return;
     }
     rec->state = REC_WRITING;
