@@ -87,6 +87,17 @@ static void handle(struct evhttp_request *req, void *arg)
             json_pack("{s:I, s:I, s:I, s:I}", "requests", (json_int_t)requests,
                       "upstream_connections_opened", (json_int_t)opened, "upstream_requests",
                       (json_int_t)upreq, "refusals", (json_int_t)refusals);
+        /* Requests per endpoint (not recorded row by row in the ledger, so counted here). */
+        json_t *endpoints = json_object();
+        for (size_t e = 0; e < ROUTER_MAX_ROUTES && router_by_index(e); e++) {
+            uint64_t n = 0;
+            for (int i = 0; i < a->nworkers; i++)
+                n += atomic_load(&a->workers[i]->status.by_endpoint[e]);
+            if (n)
+                json_object_set_new(endpoints, router_by_index(e)->name,
+                                    json_integer((json_int_t)n));
+        }
+        json_object_set_new(counters, "endpoints", endpoints);
         json_t *body =
             json_pack("{s:b, s:o, s:o}", "ready", ready, "checks", checks, "counters", counters);
         reply_json(req, ready ? 200 : 503, body);

@@ -156,6 +156,8 @@ static void send_reply(struct gw_request *r, int status, struct evbuffer *body)
     r->bytes_out = body ? evbuffer_get_length(body) : 0;
     if (r->deadline)
         evtimer_del(r->deadline);
+    if (r->match.route)
+        atomic_fetch_add(&r->worker->status.by_endpoint[router_index(r->match.route)], 1);
     /* Observers run while the bot's request is still at hand (peer, headers), with the
      * status decided; evhttp may free the request once the reply is handed over. */
     for (unsigned i = 0; i < ndone_hooks; i++)

@@ -70,6 +70,20 @@ const struct route *router_table(size_t *count)
     return table;
 }
 
+_Static_assert(sizeof(table) / sizeof(table[0]) + 1 <= ROUTER_MAX_ROUTES, "ROUTER_MAX_ROUTES");
+
+size_t router_index(const struct route *r)
+{
+    size_t n = sizeof(table) / sizeof(table[0]);
+    return r == &api_other ? n : (size_t)(r - table);
+}
+
+const struct route *router_by_index(size_t i)
+{
+    size_t n = sizeof(table) / sizeof(table[0]);
+    return i < n ? &table[i] : i == n ? &api_other : NULL;
+}
+
 const struct route *router_find(const char *name)
 {
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)

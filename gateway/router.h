@@ -62,6 +62,12 @@ struct route_match {
  */
 int router_match(unsigned method, const char *path, struct route_match *m);
 
+/* Every route, the table's rows and then "api.other", has an index below ROUTER_MAX_ROUTES
+ * (for per-endpoint counters); router_by_index is its inverse (NULL past the end). */
+#define ROUTER_MAX_ROUTES 32
+size_t router_index(const struct route *r);
+const struct route *router_by_index(size_t i);
+
 /* The row named NAME (case-insensitive), or NULL. */
 const struct route *router_find(const char *name);
 

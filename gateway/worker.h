@@ -35,8 +35,9 @@ struct worker_status {
     atomic_uint_fast64_t upstream_connections_opened;
     atomic_uint_fast64_t upstream_requests;
     atomic_uint_fast64_t upstream_retries;
-    atomic_uint_fast64_t refusals; /* requests refused by policy */
-    atomic_bool audit_connected;   /* the audit ledger's connection is up (or the ledger off) */
+    atomic_uint_fast64_t refusals;                       /* requests refused by policy */
+    atomic_uint_fast64_t by_endpoint[ROUTER_MAX_ROUTES]; /* requests answered, per route */
+    atomic_bool audit_connected; /* the audit ledger's connection is up (or the ledger off) */
 };
 
 struct worker {

@@ -236,5 +236,8 @@ class PolicyTest(GatewayTest):
         gw = self.gw()
         for _ in range(3):
             gw.request("POST", "/api/FinishRun/", body=b"{}", headers=JSON)
+        gw.request("GET", "/api/OkToRun/pk1")
         _, _, data = gw.admin("GET", "/readyz")
-        self.assertEqual(json.loads(data)["counters"]["refusals"], 3)
+        counters = json.loads(data)["counters"]
+        self.assertEqual(counters["refusals"], 3)
+        self.assertEqual(counters["endpoints"], {"Token": 1, "FinishRun": 3, "OkToRun": 1})
