@@ -141,7 +141,15 @@ struct worker *worker_new(int index, struct config *cfg, SSL_CTX *ssl_ctx, int f
     w->cfg = config_ref(cfg);
     TAILQ_INIT(&w->inflight);
 
-    w->base = event_base_new();
+    /* The epoll changelist folds the enable/disable churn of bufferevents (every request
+     * toggles read and write interest on two connections) into one epoll_ctl per fd and loop
+     * iteration. The gateway never dup()s a watched fd, the changelist's one caveat. */
+    struct event_config *ec = event_config_new();
+    if (ec) {
+        event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+        w->base = event_base_new_with_config(ec);
+        event_config_free(ec);
+    }
     if (!w->base) {
         snprintf(errbuf, errlen, "cannot create event base");
         close(fd);
