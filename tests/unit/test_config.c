@@ -428,7 +428,7 @@ static void test_defaults(void **state)
     assert_false(cfg->audit.auto_migrate);
     assert_int_equal(cfg->audit.commit_timeout_ms, 2000);
     assert_int_equal(cfg->audit.batch_size, 64);
-    assert_int_equal(cfg->audit.batch_delay_ms, 2);
+    assert_int_equal(cfg->audit.batch_delay_ms, 0);
     assert_int_equal(cfg->audit.queue_size, 10000);
     assert_non_null(cfg->audit.instance); /* the host name: test_audit_instance */
     assert_int_equal(cfg->audit.reconnect_max_ms, 5000);
