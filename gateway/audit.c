@@ -878,6 +878,9 @@ static void learn_cancel(struct gw_request *r)
  * Returns REQUEST_AGAIN when the request now waits, REQUEST_NEXT otherwise. */
 static enum request_next learn_barrier(struct audit_thread *a, struct gw_request *r)
 {
+    /* Database away: the mappings wait in the queue; do not hold bots' answers meanwhile. */
+    if (!pgw_connected(a->db))
+        return REQUEST_NEXT;
     struct learn_wait *lw = calloc(1, sizeof(*lw));
     if (!lw)
         return REQUEST_NEXT;

@@ -313,13 +313,21 @@ class AuditTest(GatewayTest):
         return status, headers, (json.loads(out) if out else None)
 
     def test_database_down_503_nothing_forwarded_then_recovers(self):
-        gw = self.audit_gateway(commit_timeout="500ms", audit_extra="reconnect_max = 200ms\n")
+        gw = self.audit_gateway(commit_timeout="3s", audit_extra="reconnect_max = 200ms\n")
         s, _, run = self.call(gw, "GET", "/api/StartOrGetRun/runs/")
         self.wait_rows("select 1 from run_process where run_id = %d" % run["runId"], 1,
                        "the run mapping")
         before = len([r for r in self.mock.requests() if "FinishRun" in r["path"]])
         self.pg.stop()
         try:
+            wait_for(lambda: not json.loads(gw.admin("GET", "/readyz")[2])["checks"]
+                     ["audit_ledger"]["connected"], what="the gateway to notice the outage")
+            # other endpoints keep working, and learning endpoints are not held for the
+            # commit_timeout (3 s) waiting for a database that is known to be away
+            t0 = time.monotonic()
+            s, _, other = self.call(gw, "GET", "/api/StartOrGetRun/advanced/")
+            self.assertEqual(s, 200)
+            self.assertLess(time.monotonic() - t0, 2.5)
             s, h, ans = self.call(gw, "POST", "/api/FinishRun/", {"runId": run["runId"]})
             self.assertEqual((s, ans["error"]), (503, "audit.unavailable"))
             self.assertEqual(h["retry-after"], "5")
