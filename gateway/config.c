@@ -115,6 +115,10 @@ static const struct key keys[] = {
      FIELD(server.shutdown_timeout_ms), NULL, NULL},
     {"server", "x_forwarded_for", T_BOOL, 0, 1, "off", true, FIELD(server.x_forwarded_for), NULL,
      NULL},
+    {"server", "client_header_timeout", T_DURATION, 100, MS_HOUR, "10s", true,
+     FIELD(server.client_header_timeout_ms), NULL, NULL},
+    {"server", "max_connections", T_INT, 1, 1000000, "10000", false, FIELD(server.max_connections),
+     "bots' connections open at once, all threads together", NULL},
 
     {"admin", "listen", T_HOSTPORT, 0, 0, "127.0.0.1:9090", false, FIELD(admin.listen), NULL, NULL},
 

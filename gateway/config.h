@@ -39,12 +39,14 @@ struct config {
     struct {
         struct config_hostport listen;
         int threads; /* resolved: 0 in the file means the number of online CPUs (at most 256) */
-        size_t max_header_size;       /* bytes, request line + headers */
-        size_t max_body_size;         /* bytes */
-        uint32_t client_timeout_ms;   /* read/write inactivity towards the bot */
-        uint32_t request_timeout_ms;  /* whole request, head read to reply sent */
-        uint32_t shutdown_timeout_ms; /* SIGTERM: in-flight deadline */
-        bool x_forwarded_for;         /* send X-Forwarded-For upstream (off: egress point) */
+        size_t max_header_size;            /* bytes, request line + headers */
+        size_t max_body_size;              /* bytes */
+        uint32_t client_timeout_ms;        /* read/write inactivity towards the bot */
+        uint32_t request_timeout_ms;       /* whole request, head read to reply sent */
+        uint32_t shutdown_timeout_ms;      /* SIGTERM: in-flight deadline */
+        bool x_forwarded_for;              /* send X-Forwarded-For upstream (off: egress point) */
+        uint32_t client_header_timeout_ms; /* first byte of a request head to its end (408) */
+        uint32_t max_connections;          /* bots' connections at once, all threads */
     } server;
 
     struct {

@@ -40,6 +40,13 @@ static const struct gw_err_info table[GW_ERR__COUNT] = {
     [GW_ERR_UPSTREAM_TIMEOUT] = {504, "upstream.timeout", "Anymate did not answer in time"},
     [GW_ERR_REQUEST_TIMEOUT] = {504, "request.deadline",
                                 "the request did not complete within the gateway's deadline"},
+    [GW_ERR_TOO_LARGE] = {413, "request.too_large",
+                          "the HTTP parser refused the request: a body over the size limit, "
+                          "headers far over it, or malformed chunked framing"},
+    [GW_ERR_UNPARSABLE] = {400, "request.unparsable",
+                           "the HTTP parser refused the request: a malformed request line, "
+                           "header or chunked framing, or a header line far over the size "
+                           "limit"},
 };
 
 const struct gw_err_info *errors_info(enum gw_err err)

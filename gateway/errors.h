@@ -30,6 +30,8 @@ enum gw_err {
     GW_ERR_SHUTTING_DOWN,     /* 503 gateway.shutting_down */
     GW_ERR_UPSTREAM_TIMEOUT,  /* 504 upstream.timeout */
     GW_ERR_REQUEST_TIMEOUT,   /* 504 request.deadline */
+    GW_ERR_TOO_LARGE,         /* 413 request.too_large (refused by the HTTP parser) */
+    GW_ERR_UNPARSABLE,        /* 400 request.unparsable (refused by the HTTP parser) */
     GW_ERR__COUNT
 };
 

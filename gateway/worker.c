@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "audit.h"
+#include "connguard.h"
 #include "log.h"
 #include "upstream.h"
 
@@ -178,6 +179,9 @@ struct worker *worker_new(int index, struct config *cfg, SSL_CTX *ssl_ctx, int f
                                             EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
     evhttp_set_default_content_type(w->http, NULL); /* never invent a Content-Type */
     evhttp_set_gencb(w->http, request_handle, w);
+    evhttp_set_bevcb(w->http, connguard_bevcb, w);
+    w->max_conns = (cfg->server.max_connections + (uint32_t)cfg->server.threads - 1) /
+                   (uint32_t)cfg->server.threads;
     w->bound = evhttp_accept_socket_with_handle(w->http, fd);
     if (!w->bound) {
         snprintf(errbuf, errlen, "cannot accept on the listening socket");

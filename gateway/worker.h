@@ -56,6 +56,9 @@ struct worker {
     TAILQ_HEAD(, gw_request) inflight;
     unsigned ninflight;
     unsigned unflushed; /* replies handed to evhttp but not yet written out */
+    uint32_t nconns;    /* bots' connections open on this thread (connguard) */
+    uint32_t max_conns; /* this thread's share of [server] max_connections */
+    bool accept_paused; /* the listener is disabled at the connection limit */
     bool draining;
     bool flush_grace; /* the shutdown deadline passed once; waiting for replies to go out */
     struct worker_status status;

@@ -227,6 +227,28 @@ class ProxyTest(GatewayTest):
         finish = [r for r in self.forwarded() if r["path"] == "/api/FinishRun/"]
         self.assertEqual(len(finish), 1)
 
+    def test_requests_refused_by_the_http_parser_get_json_too(self):
+        gw = self.gw(max_header_size="2k", max_body_size="1k")
+        cases = [
+            (b"POST /api/CreateTask/pk1 HTTP/1.1\r\nHost: g\r\nContent-Length: 5000\r\n\r\n",
+             b"413", "request.too_large"),
+            (b"GET /api/OkToRun/pk1 HTTP/1.1\r\nHost: g\r\nX-Big: " + b"a" * 6000 +
+             b"\r\n\r\n", b"400", "request.unparsable"),  # libevent: line too long -> 400
+            (b"GET /api/OkToRun/pk1 HTTP/1.1 extra\r\nHost: g\r\n\r\n", b"400",
+             "request.unparsable"),
+            (b"POST /api/CreateTask/pk1 HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n"
+             b"\r\nzz\r\n", b"413", "request.too_large"),  # libevent's own choice of status
+        ]
+        for raw, status, code in cases:
+            with self.subTest(raw=raw[:60]):
+                out, closed = gw.raw(raw, timeout=5)
+                self.assertTrue(out.startswith(b"HTTP/1.1 " + status), out[:200])
+                head, body = out.split(b"\r\n\r\n", 1)
+                self.assertIn(b"\r\nX-Request-Id: ", head)
+                self.assertEqual(json.loads(body)["error"], code)
+                self.assertTrue(closed)
+        self.assertEqual(self.forwarded(), [])
+
     def test_pool_queue_full_gives_503(self):
         gw = self.gw(threads=1, upstream_extra="pool_size = 1\nqueue_size = 1")
         results = []
@@ -318,6 +340,75 @@ class ProxyTest(GatewayTest):
         self.assertEqual(result["r"][0], 503)
         self.assertEqual(json.loads(result["r"][2])["error"], "gateway.shutting_down")
         self.assertEqual(gw.proc.p.wait(10), 0)
+
+    def test_slow_request_head_gets_408_and_is_closed(self):
+        gw = self.gw(server_extra="client_header_timeout = 300ms")
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+        s.sendall(b"GET /api/OkToRun/pk1 HTTP/1.1\r\nHost: g\r\nX-A: ")
+        out = b""
+        for _ in range(200):  # a slowloris client (bounded: 10 s) never finishes its head
+            try:
+                s.sendall(b"a")
+            except OSError:
+                break
+            chunk = b""
+            try:
+                s.settimeout(0.05)
+                chunk = s.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        s.close()
+        self.assertTrue(out.startswith(b"HTTP/1.1 408"), out[:200])
+        body = json.loads(out.split(b"\r\n\r\n", 1)[1])
+        self.assertEqual(body["error"], "request.timeout")
+        self.assertEqual(self.forwarded(), [])
+
+    def test_header_timeout_does_not_cut_idle_keepalive_or_slow_answers(self):
+        gw = self.gw(server_extra="client_header_timeout = 300ms")
+        conn = gw.conn()
+        self.assertEqual(gw.request("GET", "/api/OkToRun/pk1", conn=conn)[0], 200)
+        time.sleep(0.6)  # idle between requests is client_timeout's business, not the head's
+        self.assertEqual(gw.request("GET", "/api/OkToRun/pk1", conn=conn)[0], 200)
+        # an answer slower than the head timeout is not the head's either
+        self.assertEqual(gw.request("GET", "/api/OkToRun/pk1", conn=conn,
+                                    headers={"X-Mock-Delay-Ms": "800"})[0], 200)
+        conn.close()
+
+    def test_large_reply_on_a_closing_connection_arrives_whole(self):
+        gw = self.gw()
+        n = 8 * 1024 * 1024
+        raw = (b"GET /api/GetRules/pk1 HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer " +
+               self.bearer.encode() + b"\r\nX-Mock-Response-Bytes: " + str(n).encode() +
+               b"\r\nConnection: close\r\n\r\n")
+        out, closed = gw.raw(raw, timeout=20)
+        self.assertTrue(closed)
+        head, body = out.split(b"\r\n\r\n", 1)
+        length = int([h.split(b":")[1] for h in head.split(b"\r\n")
+                      if h.lower().startswith(b"content-length:")][0])
+        self.assertGreaterEqual(length, n)
+        self.assertEqual(len(body), length)
+        json.loads(body)
+
+    def test_connection_limit_pauses_accepting(self):
+        gw = self.gw(threads=1, server_extra="max_connections = 2")
+        held = [gw.conn(), gw.conn()]
+        for c in held:
+            self.assertEqual(gw.request("GET", "/api/OkToRun/pk1", conn=c)[0], 200)
+        third = socket.create_connection(("127.0.0.1", gw.port), timeout=1)
+        third.sendall(b"GET /api/OkToRun/pk1 HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer " +
+                      self.bearer.encode() + b"\r\n\r\n")
+        with self.assertRaises(socket.timeout):  # queued in the kernel, not accepted
+            third.recv(100)
+        held[0].close()  # a slot frees: the third is accepted and served
+        third.settimeout(10)
+        self.assertTrue(third.recv(100).startswith(b"HTTP/1.1 200"))
+        third.close()
+        held[1].close()
 
     def test_admin_livez_readyz(self):
         gw = self.gw()

@@ -400,6 +400,8 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->server.request_timeout_ms, 60000);
     assert_int_equal(cfg->server.shutdown_timeout_ms, 10000);
     assert_false(cfg->server.x_forwarded_for);
+    assert_int_equal(cfg->server.client_header_timeout_ms, 10000);
+    assert_int_equal(cfg->server.max_connections, 10000);
     assert_string_equal(cfg->admin.listen.host, "127.0.0.1");
     assert_int_equal(cfg->admin.listen.port, 9090);
     assert_string_equal(cfg->upstream.client_id, "acme");
@@ -851,7 +853,7 @@ static void test_unknown_key(void **state)
     expect_exact(&errs, 0,
                  "t.conf:4: [server] listn: unknown key (expected one of: listen, threads, "
                  "max_header_size, max_body_size, client_timeout, request_timeout, "
-                 "shutdown_timeout, x_forwarded_for)");
+                 "shutdown_timeout, x_forwarded_for, client_header_timeout, max_connections)");
     config_errors_free(&errs);
 
     /* Keys are case-sensitive. */
@@ -1290,6 +1292,8 @@ static void assert_same_config(const struct config *a, const struct config *b)
     assert_int_equal(a->server.request_timeout_ms, b->server.request_timeout_ms);
     assert_int_equal(a->server.shutdown_timeout_ms, b->server.shutdown_timeout_ms);
     assert_int_equal(a->server.x_forwarded_for, b->server.x_forwarded_for);
+    assert_int_equal(a->server.client_header_timeout_ms, b->server.client_header_timeout_ms);
+    assert_int_equal(a->server.max_connections, b->server.max_connections);
     assert_same_hostport(&a->admin.listen, &b->admin.listen);
     assert_string_equal(a->upstream.client_id, b->upstream.client_id);
     assert_same_url(&a->upstream.api, &b->upstream.api);
@@ -1343,6 +1347,8 @@ static void test_gateway_conf_documents_defaults(void **state)
         "request_timeout",
         "shutdown_timeout",
         "x_forwarded_for",
+        "client_header_timeout",
+        "max_connections",
         "client_id",
         "api_url",
         "auth_url",
@@ -1417,7 +1423,7 @@ static void test_gateway_conf_documents_defaults(void **state)
      * Every key but client_id (set), ca_file, database and instance (no fixed default; examples
      * only) and the keys of the named sections (examples in ";   " comments, test below).
      */
-    assert_int_equal(uncommented_lines, 36);
+    assert_int_equal(uncommented_lines, 38);
 
     shipped = load_shipped("gateway.conf");
     uncommented = load_ok(out);

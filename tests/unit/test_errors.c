@@ -40,6 +40,8 @@ static void test_mapping(void **state)
         {GW_ERR_SHUTTING_DOWN, 503, "gateway.shutting_down"},
         {GW_ERR_UPSTREAM_TIMEOUT, 504, "upstream.timeout"},
         {GW_ERR_REQUEST_TIMEOUT, 504, "request.deadline"},
+        {GW_ERR_TOO_LARGE, 413, "request.too_large"},
+        {GW_ERR_UNPARSABLE, 400, "request.unparsable"},
     };
     assert_int_equal(sizeof(rows) / sizeof(rows[0]), GW_ERR__COUNT);
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
