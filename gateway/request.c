@@ -8,6 +8,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/http_struct.h>
 #include <sys/queue.h>
 #include <event2/keyvalq_struct.h>
 #include <stdio.h>
@@ -271,6 +272,13 @@ static enum request_next phase_head(struct gw_request *r)
 
     if (!uri || uri[0] != '/') {
         request_reply_error(r, GW_ERR_BAD_TARGET, NULL);
+        return REQUEST_DONE;
+    }
+    /* libevent accepts any HTTP/x.y; only 1.0 and 1.1 mean what the gateway implements. */
+    if (r->ereq->major != 1 || r->ereq->minor > 1) {
+        r->ereq->major = 1; /* evhttp echoes the request's version in the status line */
+        r->ereq->minor = 1;
+        request_reply_error(r, GW_ERR_BAD_REQUEST, "only HTTP/1.0 and HTTP/1.1 are supported");
         return REQUEST_DONE;
     }
     enum gw_err err;
