@@ -171,6 +171,20 @@ class ProxyTest(GatewayTest):
         status, headers, _ = gw.request("GET", "/api/OkToRun/pk1")
         self.assertEqual(headers["x-mock-connection"], seen[0][0])
 
+    def test_pooled_connections_retire_after_max_requests_and_idle_timeout(self):
+        gw = self.gw(threads=1, upstream_extra="max_requests_per_conn = 3\nidle_timeout = 1s")
+        conn = gw.conn()
+        seen = [gw.request("GET", "/api/OkToRun/pk1", conn=conn)[1]["x-mock-connection"]
+                for _ in range(7)]
+        # 3 + 3 + 1 requests: three upstream connections, in order
+        self.assertEqual(len(set(seen)), 3)
+        self.assertEqual(seen[0:3], [seen[0]] * 3)
+        self.assertEqual(seen[3:6], [seen[3]] * 3)
+        time.sleep(1.5)  # longer than idle_timeout: the pooled connection is closed
+        after = gw.request("GET", "/api/OkToRun/pk1", conn=conn)[1]["x-mock-connection"]
+        self.assertNotIn(after, seen)
+        conn.close()
+
     def test_large_response(self):
         gw = self.gw()
         status, _, data = gw.request("GET", "/api/GetRules/pk1",
