@@ -146,11 +146,6 @@ bool pgw_connected(const struct pgw *p)
     return p->state == ST_READY;
 }
 
-size_t pgw_queued(const struct pgw *p)
-{
-    return p->nqueued;
-}
-
 /* ---- socket events ---- */
 
 static void socket_cb(evutil_socket_t fd, short what, void *arg);

@@ -88,6 +88,5 @@ struct pgw_item *pgw_submit(struct pgw *p, size_t stmt, const char *const *value
 bool pgw_item_cancel(struct pgw_item *item);
 
 bool pgw_connected(const struct pgw *p); /* connected and statements prepared */
-size_t pgw_queued(const struct pgw *p);
 
 #endif

@@ -21,8 +21,12 @@
 #include <strings.h>
 
 #include "config.h"
+#include "errors.h"
 #include "headers.h"
 #include "worker.h"
+
+/* Status and code of a refusal the error table already defines, so both stay in one place. */
+#define ERR(e) errors_info(e)->status, errors_info(e)->code
 
 static bool validated(const struct route *rt)
 {
@@ -159,7 +163,7 @@ static enum request_next policy_hook(struct gw_request *r)
     if (ce && ce->has_max_body_size)
         limit = ce->max_body_size;
     if (r->bytes_in > limit)
-        return refuse(r, 413, "request.body_too_large",
+        return refuse(r, ERR(GW_ERR_BODY_TOO_LARGE),
                       "the %s body is %zu bytes; this gateway accepts at most %zu", rt->name,
                       r->bytes_in, limit);
 
@@ -174,7 +178,7 @@ static enum request_next policy_hook(struct gw_request *r)
     if (r->bytes_in == 0) {
         if (!evhttp_find_header(in, "Content-Length") &&
             !evhttp_find_header(in, "Transfer-Encoding"))
-            return refuse(r, 411, "request.length_required",
+            return refuse(r, ERR(GW_ERR_LENGTH_REQUIRED),
                           "%s needs a JSON body with Content-Length", rt->name);
         return refuse(r, 400, "request.body_missing", "%s needs a JSON body; it was empty",
                       rt->name);

@@ -686,10 +686,6 @@ const char *upstream_call_detail(const struct upstream_call *call)
 {
     return call->detail;
 }
-bool upstream_call_reused(const struct upstream_call *call)
-{
-    return call->reused;
-}
 int upstream_call_attempts(const struct upstream_call *call)
 {
     return call->attempts;
@@ -845,11 +841,6 @@ void upstream_pool_free(struct upstream_pool *pool)
 bool upstream_pool_resolved(const struct upstream_pool *pool)
 {
     return pool->naddrs > 0;
-}
-
-const char *upstream_pool_name(const struct upstream_pool *pool)
-{
-    return pool->name;
 }
 
 void upstream_pool_stats(const struct upstream_pool *pool, struct upstream_stats *out)

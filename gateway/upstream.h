@@ -61,7 +61,6 @@ void upstream_pool_free(struct upstream_pool *pool);
 /* True once the host has at least one resolved address. */
 bool upstream_pool_resolved(const struct upstream_pool *pool);
 void upstream_pool_stats(const struct upstream_pool *pool, struct upstream_stats *out);
-const char *upstream_pool_name(const struct upstream_pool *pool);
 
 /* What to send. Everything is borrowed until the call's done callback or its free. */
 struct upstream_request {
@@ -91,7 +90,6 @@ struct evkeyvalq *upstream_call_headers(struct upstream_call *call);
 struct evbuffer *upstream_call_body(struct upstream_call *call);
 enum gw_err upstream_call_error(const struct upstream_call *call);
 const char *upstream_call_detail(const struct upstream_call *call); /* static or owned; short */
-bool upstream_call_reused(const struct upstream_call *call);
 int upstream_call_attempts(const struct upstream_call *call);
 
 /* Cancel (if still running: the connection is closed, no callback) and free. */
