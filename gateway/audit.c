@@ -760,14 +760,9 @@ struct learn_wait {
     bool cb_done; /* the last statement's callback has run */
 };
 
-static void learn_done(void *arg, bool ok, const PGresult *res, const char *error)
-{
-    /* pgw logs failed statements; nothing else to do */
-}
-
 static void learn_submit(struct audit_thread *a, size_t stmt, const char *const *v)
 {
-    if (pgw_submit(a->db, stmt, v, learn_done, NULL))
+    if (pgw_submit(a->db, stmt, v, NULL, NULL))
         a->learn_submitted++;
     else
         log_error("audit queue full: a runId/taskId mapping was not recorded", "");
@@ -941,10 +936,6 @@ static enum request_next response_phase(struct gw_request *r)
 
 /* ---- done: outcomes, rejected records, counts ---- */
 
-static void outcome_done(void *arg, bool ok, const PGresult *res, const char *error)
-{
-}
-
 static void write_outcome(struct audit_thread *a, struct gw_request *r, struct audit_rec *rec)
 {
     char received[40], up[8], sent[8], as[32], us[32], ts[32];
@@ -976,13 +967,9 @@ static void write_outcome(struct audit_thread *a, struct gw_request *r, struct a
                          rec->t_committed_ms ? as : NULL,
                          r->call ? us : NULL,
                          ts};
-    if (!pgw_submit(a->db, ST_OUTCOME, v, outcome_done, NULL))
+    if (!pgw_submit(a->db, ST_OUTCOME, v, NULL, NULL))
         log_error("audit queue full: outcome not recorded", "\"id\":\"%s\",\"status\":%d", r->id,
                   r->status);
-}
-
-static void rejected_done(void *arg, bool ok, const PGresult *res, const char *error)
-{
 }
 
 static void audit_done(struct gw_request *r)
@@ -995,7 +982,7 @@ static void audit_done(struct gw_request *r)
         } else if (r->error_code && (!rec || rec->state != REC_TIMED_OUT)) {
             /* refused before a record was written: record the refusal with its reason */
             if (!submit_record(a, r, "rejected", rec && rec->have_process ? rec->process_key : NULL,
-                               rejected_done, NULL))
+                               NULL, NULL))
                 log_error("audit queue full: rejection not recorded",
                           "\"id\":\"%s\",\"reason\":\"%s\"", r->id, r->error_code);
         }

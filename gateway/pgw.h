@@ -75,7 +75,8 @@ void pgw_free(struct pgw *p);
 
 /*
  * Queue statement STMT (index into opts->statements) with NPARAMS text VALUES (copied; NULL
- * entries are SQL NULL). Returns a handle, or NULL when the queue is full or out of memory.
+ * entries are SQL NULL). DONE may be NULL (pgw logs a refused statement itself). Returns a handle,
+ * or NULL when the queue is full or out of memory.
  */
 struct pgw_item *pgw_submit(struct pgw *p, size_t stmt, const char *const *values, pgw_done_fn done,
                             void *arg);

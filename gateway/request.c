@@ -23,10 +23,7 @@
 /* ---- the step list ---- */
 
 #define MAX_HOOKS 16
-static struct {
-    const char *name;
-    request_hook_fn fn;
-} hooks[REQUEST_PHASE__COUNT][MAX_HOOKS];
+static request_hook_fn hooks[REQUEST_PHASE__COUNT][MAX_HOOKS];
 static unsigned nhooks[REQUEST_PHASE__COUNT];
 
 static request_done_fn done_hooks[MAX_HOOKS];
@@ -45,9 +42,8 @@ int request_hook_add(enum request_phase phase, const char *name, request_hook_fn
 {
     if (phase >= REQUEST_PHASE__COUNT || nhooks[phase] >= MAX_HOOKS)
         return -1;
-    hooks[phase][nhooks[phase]].name = name;
-    hooks[phase][nhooks[phase]].fn = fn;
-    nhooks[phase]++;
+    (void)name;
+    hooks[phase][nhooks[phase]++] = fn;
     return 0;
 }
 
@@ -59,23 +55,21 @@ static enum request_next phase_reply(struct gw_request *r);
 
 /* Steps before forwarding are numbered from 0; the response steps follow the forward step.
  * Hook steps are looked up through (phase, index) so registration order is kept. */
-enum step_kind { STEP_BUILTIN, STEP_HOOK };
 struct step_ref {
-    enum step_kind kind;
-    request_hook_fn builtin;
+    request_hook_fn builtin; /* NULL: the hooks of PHASE run here */
     enum request_phase phase;
 };
 
 /* The fixed order; hooks of a phase run where the phase marker stands. */
 static const struct step_ref order[] = {
-    {STEP_BUILTIN, phase_head, 0},
-    {STEP_BUILTIN, phase_route, 0},
-    {STEP_BUILTIN, phase_body, 0},
-    {STEP_HOOK, NULL, REQUEST_PHASE_POLICY},
-    {STEP_HOOK, NULL, REQUEST_PHASE_AUDIT},
-    {STEP_BUILTIN, phase_forward, 0},
-    {STEP_HOOK, NULL, REQUEST_PHASE_RESPONSE},
-    {STEP_BUILTIN, phase_reply, 0},
+    {phase_head, 0},
+    {phase_route, 0},
+    {phase_body, 0},
+    {NULL, REQUEST_PHASE_POLICY},
+    {NULL, REQUEST_PHASE_AUDIT},
+    {phase_forward, 0},
+    {NULL, REQUEST_PHASE_RESPONSE},
+    {phase_reply, 0},
 };
 #define NORDER (sizeof(order) / sizeof(order[0]))
 
@@ -88,11 +82,11 @@ static void run_pipeline(struct gw_request *r)
             return;
         const struct step_ref *s = &order[pos];
         request_hook_fn fn;
-        if (s->kind == STEP_BUILTIN) {
+        if (s->builtin) {
             fn = s->builtin;
             r->step = (pos + 1) * MAX_HOOKS;
         } else if (sub < nhooks[s->phase]) {
-            fn = hooks[s->phase][sub].fn;
+            fn = hooks[s->phase][sub];
             r->step++;
         } else {
             r->step = (pos + 1) * MAX_HOOKS;
