@@ -265,6 +265,15 @@ class AuditTest(GatewayTest):
         finish = [r for r in self.mock.requests() if "FinishRun" in r["path"]]
         self.assertEqual(finish, [])
 
+    def test_gateway_creates_partitions_ahead_at_start(self):
+        import datetime
+        self.audit_gateway(audit_extra="partitions_ahead = 12\n")  # the migration makes 7
+        day = (datetime.datetime.now(datetime.timezone.utc).date() +
+               datetime.timedelta(days=12)).strftime("%Y%m%d")
+        for table in ("finishrun_audit", "task_action_audit", "audit_outcome"):
+            self.wait_rows("select 1 from pg_class where relname = '%s_p%s'" % (table, day), 1,
+                           "partition %s_p%s" % (table, day))
+
     def test_settings_change_applies_without_restart(self):
         gw = self.audit_gateway()
         self.sql("update process_kpi_settings set seconds_per_run = 90 where process_key = "
