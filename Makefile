@@ -21,10 +21,20 @@ SAN          ?=
 # CI sets CI=true: warnings are errors there; locally too with WERROR=1.
 WERROR       ?= $(if $(CI),1,)
 
-PKGS      := libevent_core libevent_extra libevent_openssl libevent_pthreads openssl jansson libpq inih
+# The gateway uses libevent's core (loops, events, timers) and evdns (in libevent_extra); never
+# its HTTP or bufferevent layers. The mock Anymate (a test tool) is built on evhttp.
+PKGS      := libevent_core libevent_extra libevent_pthreads openssl jansson libpq inih
+MOCK_PKGS := libevent_core libevent_extra libevent_openssl openssl jansson
 TEST_PKGS := cmocka
 DEB_PKGS  := build-essential pkg-config libevent-dev libssl-dev libjansson-dev libpq-dev \
-             libcmocka-dev libinih-dev postgresql python3 openssl curl clang clang-format xxd
+             libcmocka-dev libinih-dev node-llhttp postgresql python3 openssl curl clang \
+             clang-format xxd
+
+# llhttp (Node's HTTP/1.1 parser) is compiled in from the C sources Debian's node-llhttp
+# installs; nothing of it is copied into this repository. Strict mode: no lenient parsing.
+LLHTTP_SRC := /usr/share/llhttp
+LLHTTP_INC := /usr/share/include/llhttp
+LLHTTP_DEF := -DLLHTTP_STRICT_MODE=1
 SUDO      := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 WARN   := -Wall -Wextra -Wshadow -Wformat=2 -Wmissing-prototypes -Wstrict-prototypes \
@@ -32,8 +42,10 @@ WARN   := -Wall -Wextra -Wshadow -Wformat=2 -Wmissing-prototypes -Wstrict-protot
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 SANFL  := $(if $(SAN),$(SANFLAGS))
 # Recursive (=) so that pkg-config runs only when a compile needs it, after `make deps`.
-CFLAGS  = -std=c11 -D_GNU_SOURCE -O2 -g $(WARN) $(SANFL) -Igateway \
+CFLAGS  = -std=c11 -D_GNU_SOURCE -O2 -g $(WARN) $(SANFL) -Igateway -I$(LLHTTP_INC) $(LLHTTP_DEF) \
           $(shell pkg-config --cflags $(PKGS)) $(EXTRA_CFLAGS)
+# Third-party code: its own warnings are not ours to fix.
+LLHTTP_CFLAGS = -std=c11 -O2 -g -w $(SANFL) -I$(LLHTTP_INC) $(LLHTTP_DEF) $(EXTRA_CFLAGS)
 LDLIBS  = $(shell pkg-config --libs $(PKGS)) -lpthread
 TLIBS   = $(shell pkg-config --libs $(TEST_PKGS))
 
@@ -44,7 +56,8 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 
 SQL_FILES := $(sort $(wildcard sql/migrations/*.sql))
-LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/migrations_embedded.o
+LLHTTP_OBJS := $(BUILD)/obj/llhttp/llhttp.o $(BUILD)/obj/llhttp/api.o $(BUILD)/obj/llhttp/http.o
+LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/migrations_embedded.o $(LLHTTP_OBJS)
 MOCK_OBJS := $(MOCK_SRCS:%.c=$(BUILD)/obj/%.o)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
@@ -57,6 +70,10 @@ all: $(BUILD)/anymate-gateway $(BUILD)/anymate-mock $(UNIT_BINS)
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/llhttp/%.o: $(LLHTTP_SRC)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(LLHTTP_CFLAGS) -c $< -o $@
 
 # The SQL migrations are compiled into the binary, so `anymate-gateway migrate` needs no files.
 $(BUILD)/gen/migrations_embedded.c: $(SQL_FILES) Makefile
@@ -83,7 +100,7 @@ $(BUILD)/anymate-gateway: $(BUILD)/obj/gateway/main.o $(BUILD)/libgateway.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/anymate-mock: $(MOCK_OBJS)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $^ $(shell pkg-config --libs $(MOCK_PKGS))
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libgateway.a
 	@mkdir -p $(dir $@)
@@ -123,8 +140,10 @@ fuzz: deps
 	@for f in $(FUZZ_SRCS:tests/fuzz/%.c=build-fuzz/fuzz/%); do \
 	    mkdir -p $$f.corpus; seeds=tests/fuzz/corpus/$$(basename $$f); \
 	    echo "== $$f for $(FUZZ_SECONDS)s"; \
-	    $$f -max_total_time=$(FUZZ_SECONDS) -max_len=4096 $$f.corpus $$( [ -d $$seeds ] && echo $$seeds ) \
-	        2>&1 | tail -n 3 || exit 1; done
+	    if ! $$f -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -artifact_prefix=$$f- $$f.corpus \
+	        $$( [ -d $$seeds ] && echo $$seeds ) > $$f.log 2>&1; then \
+	        tail -n 30 $$f.log; echo "make fuzz: $$f found a failure (see $$f.log)"; exit 1; fi; \
+	    tail -n 3 $$f.log; done
 
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(BUILD)/libgateway.a
 	@mkdir -p $(dir $@)

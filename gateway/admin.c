@@ -1,109 +1,140 @@
 /*
- * admin: /livez and /readyz (see admin.h). Bodies are JSON that says what is and is not ready,
- * so an operator reading a failed probe knows why without the logs.
+ * admin: /livez and /readyz (see admin.h), served by the same HTTP/1.1 layer as the bots
+ * (conn.c) on the main thread's loop. Bodies are JSON that says what is and is not ready, so
+ * an operator reading a failed probe knows why without the logs.
  */
 #include "admin.h"
 
-#include <event2/buffer.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <jansson.h>
 #include <stdbool.h>
-#include <stdlib.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "conn.h"
+#include "log.h"
+#include "request.h"
+#include "stats.h"
 #include "worker.h"
 
 struct admin {
-    struct evhttp *http;
+    struct conn_server *server;
+    struct gw_stats stats; /* of the admin listener itself */
     bool audit_enabled;
     struct worker **workers;
     int nworkers;
     bool draining;
 };
 
-static void reply_json(struct evhttp_request *req, int status, json_t *body)
+static void reply_json(struct conn *c, int status, const char *allow, json_t *body)
 {
     char *s = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    struct evbuffer *buf = evbuffer_new();
-    if (s && buf)
-        evbuffer_add(buf, s, strlen(s));
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "no-store");
-    evhttp_send_reply(req, status, NULL, buf);
-    if (buf)
-        evbuffer_free(buf);
-    free(s);
     json_decref(body);
+    size_t len = s ? strlen(s) : 0;
+    char head[512];
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nCache-Control: "
+                     "no-store\r\nContent-Length: %zu\r\n%s%s%s\r\n",
+                     status, errors_reason(status), len, allow ? "Allow: " : "", allow ? allow : "",
+                     allow ? "\r\n" : "");
+    struct iovec iov[2] = {{head, (size_t)n}, {s, len}};
+    conn_send(c, iov, len ? 2 : 1, CONN_END);
+    free(s);
 }
 
-static void handle(struct evhttp_request *req, void *arg)
+/* A counter summed over the workers; OFF is its offset in struct gw_stats. */
+static uint64_t sum_at(const struct admin *a, size_t off)
+{
+    uint64_t sum = 0;
+    for (int i = 0; i < a->nworkers; i++) {
+        atomic_uint_fast64_t *p = (atomic_uint_fast64_t *)((char *)&a->workers[i]->stats + off);
+        sum += atomic_load_explicit(p, memory_order_relaxed);
+    }
+    return sum;
+}
+#define SUM(field) sum_at(a, offsetof(struct gw_stats, field))
+
+static json_t *readyz(struct admin *a, bool *ready_out)
+{
+    int running = 0, draining = 0, resolved[ROUTE_UPSTREAM_COUNT] = {0}, audit_up = 0;
+    for (int i = 0; i < a->nworkers; i++) {
+        struct gw_stats *st = &a->workers[i]->stats;
+        running += STAT_GET(st, running);
+        draining += STAT_GET(st, draining);
+        for (int u = 0; u < ROUTE_UPSTREAM_COUNT; u++)
+            resolved[u] += STAT_GET(st, resolved[u]);
+        audit_up += STAT_GET(st, audit_connected);
+    }
+    bool workers_ok = running == a->nworkers && draining == 0;
+    bool api_ok = resolved[ROUTE_UPSTREAM_API] == a->nworkers;
+    bool auth_ok = resolved[ROUTE_UPSTREAM_AUTH] == a->nworkers;
+    bool ready = !a->draining && workers_ok && api_ok && auth_ok;
+    /* The audit ledger is reported but does not decide readiness: without the database only
+     * FinishRun and task actions get 503, everything else still works. */
+    json_t *checks = json_pack(
+        "{s:{s:b, s:i, s:i}, s:{s:b, s:i}, s:{s:b, s:i}, s:{s:b, s:b, s:i}, s:b}", "workers", "ok",
+        workers_ok, "running", running, "configured", a->nworkers, "upstream_api", "resolved",
+        api_ok, "threads_resolved", resolved[ROUTE_UPSTREAM_API], "upstream_auth", "resolved",
+        auth_ok, "threads_resolved", resolved[ROUTE_UPSTREAM_AUTH], "audit_ledger", "enabled",
+        a->audit_enabled, "connected", a->audit_enabled && audit_up == a->nworkers,
+        "threads_connected", a->audit_enabled ? audit_up : 0, "shutting_down", a->draining);
+    json_t *counters = json_pack(
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+        "requests", (json_int_t)SUM(requests), "inflight", (json_int_t)SUM(inflight), "refusals",
+        (json_int_t)SUM(refusals), "clients_closed", (json_int_t)SUM(clients_closed),
+        "connections_open", (json_int_t)SUM(connections_open), "connections_accepted",
+        (json_int_t)SUM(connections_accepted), "accept_errors", (json_int_t)SUM(accept_errors),
+        "accept_paused", (json_int_t)SUM(accept_paused), "upstream_connections_opened",
+        (json_int_t)SUM(upstream_connections_opened), "upstream_requests",
+        (json_int_t)SUM(upstream_requests), "upstream_retries", (json_int_t)SUM(upstream_retries),
+        "upstream_tls_full_handshakes", (json_int_t)SUM(upstream_tls_full), "upstream_tls_resumed",
+        (json_int_t)SUM(upstream_tls_resumed), "upstream_socket_errors",
+        (json_int_t)SUM(upstream_socket_errors), "buffered_body_bytes",
+        (json_int_t)request_buffered_bytes(), "log_lines_dropped", (json_int_t)log_dropped());
+    /* Requests per endpoint (not recorded row by row in the ledger, so counted here). */
+    json_t *endpoints = json_object();
+    for (size_t e = 0; e < ROUTER_MAX_ROUTES && router_by_index(e); e++) {
+        uint64_t n =
+            sum_at(a, offsetof(struct gw_stats, by_endpoint) + e * sizeof(atomic_uint_fast64_t));
+        if (n)
+            json_object_set_new(endpoints, router_by_index(e)->name, json_integer((json_int_t)n));
+    }
+    json_object_set_new(counters, "endpoints", endpoints);
+    *ready_out = ready;
+    return json_pack("{s:b, s:o, s:o}", "ready", ready, "checks", checks, "counters", counters);
+}
+
+static void on_head(void *arg, struct conn *c, const struct http1_head *h, const char *hbuf,
+                    enum gw_err err, const char *why)
 {
     struct admin *a = arg;
-    const char *uri = evhttp_request_get_uri(req);
-    size_t plen = strcspn(uri, "?");
-
-    if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET");
-        reply_json(req, 405, json_pack("{s:s}", "error", "method not allowed"));
+    if (!h) {
+        reply_json(
+            c, errors_info(err)->status, NULL,
+            json_pack("{s:s, s:s}", "error", errors_info(err)->code, "message", why ? why : ""));
         return;
     }
-    if (plen == 6 && strncmp(uri, "/livez", 6) == 0) {
-        reply_json(req, 200, json_pack("{s:s}", "status", "alive"));
+    const char *target = hbuf + h->target.off;
+    size_t plen = 0;
+    while (plen < h->target.len && target[plen] != '?')
+        plen++;
+    if (h->method.len != 3 || memcmp(hbuf + h->method.off, "GET", 3) != 0) {
+        reply_json(c, 405, "GET", json_pack("{s:s}", "error", "method not allowed"));
         return;
     }
-    if (plen == 7 && strncmp(uri, "/readyz", 7) == 0) {
-        bool ready = !a->draining;
-        int running = 0, draining = 0, resolved[ROUTE_UPSTREAM_COUNT] = {0}, audit_up = 0;
-        uint64_t requests = 0, opened = 0, upreq = 0, refusals = 0;
-        for (int i = 0; i < a->nworkers; i++) {
-            struct worker_status *st = &a->workers[i]->status;
-            running += atomic_load(&st->running);
-            draining += atomic_load(&st->draining);
-            for (int u = 0; u < ROUTE_UPSTREAM_COUNT; u++)
-                resolved[u] += atomic_load(&st->resolved[u]);
-            requests += atomic_load(&st->requests);
-            opened += atomic_load(&st->upstream_connections_opened);
-            upreq += atomic_load(&st->upstream_requests);
-            refusals += atomic_load(&st->refusals);
-            audit_up += atomic_load(&st->audit_connected);
-        }
-        bool workers_ok = running == a->nworkers && draining == 0;
-        bool api_ok = resolved[ROUTE_UPSTREAM_API] == a->nworkers;
-        bool auth_ok = resolved[ROUTE_UPSTREAM_AUTH] == a->nworkers;
-        ready = ready && workers_ok && api_ok && auth_ok;
-        /* The audit ledger is reported but does not decide readiness: without the database
-         * only FinishRun and task actions get 503, everything else still works. */
-        json_t *checks = json_pack(
-            "{s:{s:b, s:i, s:i}, s:{s:b, s:i}, s:{s:b, s:i}, s:{s:b, s:b, s:i}, s:b}", "workers",
-            "ok", workers_ok, "running", running, "configured", a->nworkers, "upstream_api",
-            "resolved", api_ok, "threads_resolved", resolved[ROUTE_UPSTREAM_API], "upstream_auth",
-            "resolved", auth_ok, "threads_resolved", resolved[ROUTE_UPSTREAM_AUTH], "audit_ledger",
-            "enabled", a->audit_enabled, "connected", a->audit_enabled && audit_up == a->nworkers,
-            "threads_connected", a->audit_enabled ? audit_up : 0, "shutting_down", a->draining);
-        json_t *counters =
-            json_pack("{s:I, s:I, s:I, s:I}", "requests", (json_int_t)requests,
-                      "upstream_connections_opened", (json_int_t)opened, "upstream_requests",
-                      (json_int_t)upreq, "refusals", (json_int_t)refusals);
-        /* Requests per endpoint (not recorded row by row in the ledger, so counted here). */
-        json_t *endpoints = json_object();
-        for (size_t e = 0; e < ROUTER_MAX_ROUTES && router_by_index(e); e++) {
-            uint64_t n = 0;
-            for (int i = 0; i < a->nworkers; i++)
-                n += atomic_load(&a->workers[i]->status.by_endpoint[e]);
-            if (n)
-                json_object_set_new(endpoints, router_by_index(e)->name,
-                                    json_integer((json_int_t)n));
-        }
-        json_object_set_new(counters, "endpoints", endpoints);
-        json_t *body =
-            json_pack("{s:b, s:o, s:o}", "ready", ready, "checks", checks, "counters", counters);
-        reply_json(req, ready ? 200 : 503, body);
+    if (plen == 6 && memcmp(target, "/livez", 6) == 0) {
+        reply_json(c, 200, NULL, json_pack("{s:s}", "status", "alive"));
         return;
     }
-    reply_json(req, 404, json_pack("{s:s}", "error", "not found: /livez, /readyz"));
+    if (plen == 7 && memcmp(target, "/readyz", 7) == 0) {
+        bool ready = false;
+        json_t *body = readyz(a, &ready);
+        reply_json(c, ready ? 200 : 503, NULL, body);
+        return;
+    }
+    reply_json(c, 404, NULL, json_pack("{s:s}", "error", "not found: /livez, /readyz"));
 }
 
 struct admin *admin_new(struct event_base *base, int fd, struct worker **workers, int nworkers,
@@ -118,17 +149,19 @@ struct admin *admin_new(struct event_base *base, int fd, struct worker **workers
     a->workers = workers;
     a->nworkers = nworkers;
     a->audit_enabled = nworkers > 0 && workers[0]->cfg->audit.database != NULL;
-    a->http = evhttp_new(base);
-    if (!a->http || !evhttp_accept_socket_with_handle(a->http, fd)) {
-        snprintf(errbuf, errlen, "cannot serve the admin listener");
-        close(fd);
-        admin_free(a);
+    struct conn_limits lim = {
+        .max_header_size = 8192,
+        .header_timeout_ms = 10000,
+        .body_timeout_ms = 10000,
+        .idle_timeout_ms = 10000,
+        .send_timeout_ms = 10000,
+        .max_connections = 64,
+    };
+    a->server = conn_server_new(base, fd, &lim, NULL, on_head, a, &a->stats, errbuf, errlen);
+    if (!a->server) {
+        free(a);
         return NULL;
     }
-    evhttp_set_max_headers_size(a->http, 8192);
-    evhttp_set_max_body_size(a->http, 0);
-    evhttp_set_timeout(a->http, 10);
-    evhttp_set_gencb(a->http, handle, a);
     return a;
 }
 
@@ -141,7 +174,6 @@ void admin_free(struct admin *a)
 {
     if (!a)
         return;
-    if (a->http)
-        evhttp_free(a->http);
+    conn_server_free(a->server);
     free(a);
 }

@@ -20,10 +20,7 @@
 #include "audit.h"
 
 #include <arpa/inet.h>
-#include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -36,9 +33,10 @@
 #include "kpi.h"
 #include "log.h"
 #include "pgw.h"
+#include "ctx.h"
+#include "pool.h"
 #include "request.h"
-#include "upstream.h"
-#include "worker.h"
+#include "stats.h"
 
 /* ---- prepared statements ---- */
 
@@ -194,7 +192,7 @@ struct settings_entry {
 };
 
 struct audit_thread {
-    struct worker *w;
+    struct gw_ctx *ctx;
     char name[32];
     struct pgw *db;
     struct idmap runs, tasks;
@@ -263,7 +261,7 @@ static void partitions_done_cb(void *arg, bool ok, const PGresult *res, const ch
 static void ensure_partitions(struct audit_thread *a)
 {
     char days[16];
-    snprintf(days, sizeof(days), "%u", a->w->cfg->audit.partitions_ahead);
+    snprintf(days, sizeof(days), "%u", a->ctx->cfg->audit.partitions_ahead);
     const char *v[1] = {days};
     a->last_partitions_ms = util_now_ms();
     pgw_submit(a->db, ST_PARTITIONS, v, partitions_done_cb, a);
@@ -273,7 +271,7 @@ static void on_connected(void *arg)
 {
     struct audit_thread *a = arg;
     settings_reload(a);
-    if (a->w->index == 0)
+    if (a->ctx->index == 0)
         ensure_partitions(a);
 }
 
@@ -288,7 +286,7 @@ static void refresh_cb(evutil_socket_t fd, short what, void *arg)
     if (!pgw_connected(a->db))
         return;
     settings_reload(a);
-    if (a->w->index == 0 && util_now_ms() - a->last_partitions_ms > 6 * 3600 * 1000ull)
+    if (a->ctx->index == 0 && util_now_ms() - a->last_partitions_ms > 6 * 3600 * 1000ull)
         ensure_partitions(a);
 }
 
@@ -302,7 +300,7 @@ static bool settings_for(struct audit_thread *a, const char *pk, struct kpi_sett
         *out = e->s;
         return true;
     }
-    const struct config_process *cp = config_process_find(a->w->cfg, pk);
+    const struct config_process *cp = config_process_find(a->ctx->cfg, pk);
     if (!cp || !(cp->has_tasks_enabled || cp->has_seconds_per_run || cp->has_seconds_per_task ||
                  cp->has_advanced_mode || cp->has_default_entries || cp->has_seconds_per_entry))
         return false;
@@ -316,10 +314,10 @@ static bool settings_for(struct audit_thread *a, const char *pk, struct kpi_sett
     return true;
 }
 
-int audit_thread_new(struct worker *w, struct audit_thread **out, char *errbuf, size_t errlen)
+int audit_thread_new(struct gw_ctx *ctx, struct audit_thread **out, char *errbuf, size_t errlen)
 {
     *out = NULL;
-    const struct config *cfg = w->cfg;
+    const struct config *cfg = ctx->cfg;
     if (!cfg->audit.database)
         return 0;
     struct audit_thread *a = calloc(1, sizeof(*a));
@@ -329,8 +327,8 @@ int audit_thread_new(struct worker *w, struct audit_thread **out, char *errbuf, 
         audit_thread_free(a);
         return -1;
     }
-    a->w = w;
-    snprintf(a->name, sizeof(a->name), "thread %d", w->index);
+    a->ctx = ctx;
+    snprintf(a->name, sizeof(a->name), "thread %d", ctx->index);
     struct pgw_options o = {
         .conninfo = cfg->audit.database,
         .name = a->name,
@@ -345,12 +343,12 @@ int audit_thread_new(struct worker *w, struct audit_thread **out, char *errbuf, 
         .on_notify = on_notify,
         .arg = a,
     };
-    a->db = pgw_new(w->base, w->dns, &o, errbuf, errlen);
+    a->db = pgw_new(ctx->base, ctx->dns, &o, errbuf, errlen);
     if (!a->db) {
         audit_thread_free(a);
         return -1;
     }
-    a->refresh = event_new(w->base, -1, EV_PERSIST, refresh_cb, a);
+    a->refresh = event_new(ctx->base, -1, EV_PERSIST, refresh_cb, a);
     if (a->refresh) {
         uint32_t ms = cfg->audit.settings_refresh_ms;
         struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
@@ -376,6 +374,11 @@ void audit_thread_free(struct audit_thread *a)
 bool audit_thread_ready(const struct audit_thread *a)
 {
     return !a || pgw_connected(a->db);
+}
+
+bool audit_thread_flushed(const struct audit_thread *a)
+{
+    return !a || !pgw_connected(a->db) || pgw_pending(a->db) == 0;
 }
 
 /* ---- per-request record ---- */
@@ -418,8 +421,7 @@ static void fmt_time(uint64_t wall_ms, char *buf, size_t len)
 static void bot_identity(struct gw_request *r, char *ckey, size_t cklen, char *subject, size_t slen)
 {
     ckey[0] = subject[0] = '\0';
-    const char *auth =
-        evhttp_find_header(evhttp_request_get_input_headers(r->ereq), "Authorization");
+    const char *auth = request_header(r, "Authorization");
     if (!auth || strncasecmp(auth, "Bearer ", 7) != 0)
         return;
     const char *tok = auth + 7;
@@ -509,7 +511,7 @@ static struct pgw_item *submit_record(struct audit_thread *a, struct gw_request 
                                       const char *decision, const char *process_key,
                                       pgw_done_fn done, void *arg)
 {
-    const struct config *cfg = a->w->cfg;
+    const struct config *cfg = a->ctx->cfg;
     const struct route *rt = r->match.route;
     bool accepted = strcmp(decision, "accepted") == 0;
     bool is_run = rt->audit == ROUTE_AUDIT_FINISHRUN;
@@ -519,11 +521,7 @@ static struct pgw_item *submit_record(struct audit_thread *a, struct gw_request 
 
     fmt_time(r->t_wall_ms, received, sizeof(received));
     bot_identity(r, ckey, sizeof(ckey), subject, sizeof(subject));
-    char *peer = NULL;
-    ev_uint16_t port = 0;
-    evhttp_connection_get_peer(evhttp_request_get_connection(r->ereq), &peer, &port);
-    if (peer)
-        snprintf(src, sizeof(src), "%s", peer);
+    snprintf(src, sizeof(src), "%s", r->peer);
     snprintf(id, sizeof(id), "%" PRId64, r->payload.id);
     overrides_json(r, overrides, sizeof(overrides));
     bool has_sec = r->payload_valid && r->payload.seconds_state == PAYLOAD_VALUE;
@@ -612,7 +610,7 @@ static void write_done(void *arg, bool ok, const PGresult *res, const char *erro
                   error ? error : "");
         r->cancel = NULL;
         r->ended_by = "gateway";
-        evhttp_add_header(evhttp_request_get_output_headers(r->ereq), "Retry-After", "5");
+        request_reply_header(r, "Retry-After", "5");
         request_reply_refusal(r, 503, "audit.write_failed",
                               "the audit ledger refused the record; nothing was forwarded");
         return;
@@ -626,7 +624,7 @@ static void write_done(void *arg, bool ok, const PGresult *res, const char *erro
 static void write_record(struct audit_rec *rec)
 {
     struct gw_request *r = rec->r;
-    const struct config *cfg = rec->a->w->cfg;
+    const struct config *cfg = rec->a->ctx->cfg;
     const char *pk = rec->have_process ? rec->process_key : NULL;
 
     /* The process's own bounds, now that it is known (the global ones ran in policy). */
@@ -649,7 +647,7 @@ static void write_record(struct audit_rec *rec)
     if (code) {
         evtimer_del(rec->timer);
         r->cancel = NULL;
-        worker_count_refusal(r->worker);
+        STAT_INC(r->ctx->stats, refusals);
         request_reply_refusal(r, 422, code, msg);
         return;
     }
@@ -658,7 +656,7 @@ static void write_record(struct audit_rec *rec)
     if (!rec->item) {
         evtimer_del(rec->timer);
         r->cancel = NULL;
-        evhttp_add_header(evhttp_request_get_output_headers(r->ereq), "Retry-After", "1");
+        request_reply_header(r, "Retry-After", "1");
         request_reply_refusal(r, 503, "audit.queue_full",
                               "the audit ledger is backed up; nothing was forwarded");
     }
@@ -689,7 +687,7 @@ static void commit_timeout_cb(evutil_socket_t fd, short what, void *arg)
     r->cancel = NULL;
     rec->state = REC_TIMED_OUT;
     r->ended_by = "gateway";
-    evhttp_add_header(evhttp_request_get_output_headers(r->ereq), "Retry-After", "5");
+    request_reply_header(r, "Retry-After", "5");
     request_reply_refusal(r, 503, "audit.unavailable",
                           "the audit ledger could not record this request in time; nothing was "
                           "forwarded, try again");
@@ -697,8 +695,13 @@ static void commit_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 static enum request_next audit_phase(struct gw_request *r)
 {
-    struct audit_thread *a = r->worker->audit;
-    if (!a || !audited(r->match.route) || !r->payload_valid)
+    struct audit_thread *a = r->ctx->audit;
+    if (!a)
+        return REQUEST_NEXT;
+    /* The response phase reads the answers of audited and learning endpoints whole. */
+    if (r->match.route->audit != ROUTE_AUDIT_COUNT_ONLY)
+        r->buffer_response = true;
+    if (!audited(r->match.route) || !r->payload_valid)
         return REQUEST_NEXT;
     struct audit_rec *rec = calloc(1, sizeof(*rec));
     if (!rec) {
@@ -709,12 +712,12 @@ static enum request_next audit_phase(struct gw_request *r)
     rec->a = a;
     rec->succeeded = -1;
     r->hook_data[REQUEST_PHASE_AUDIT] = rec;
-    rec->timer = evtimer_new(r->worker->base, commit_timeout_cb, rec);
+    rec->timer = evtimer_new(r->ctx->base, commit_timeout_cb, rec);
     if (!rec->timer) {
         request_reply_refusal(r, 503, "internal.no_memory", "out of memory");
         return REQUEST_DONE;
     }
-    uint32_t ms = r->worker->cfg->audit.commit_timeout_ms;
+    uint32_t ms = r->ctx->cfg->audit.commit_timeout_ms;
     struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
     evtimer_add(rec->timer, &tv);
     r->cancel = rec_cancel;
@@ -734,7 +737,7 @@ static enum request_next audit_phase(struct gw_request *r)
         if (!rec->item) {
             evtimer_del(rec->timer);
             r->cancel = NULL;
-            evhttp_add_header(evhttp_request_get_output_headers(r->ereq), "Retry-After", "1");
+            request_reply_header(r, "Retry-After", "1");
             request_reply_refusal(r, 503, "audit.queue_full",
                                   "the audit ledger is backed up; nothing was forwarded");
             return REQUEST_DONE;
@@ -880,7 +883,7 @@ static enum request_next learn_barrier(struct audit_thread *a, struct gw_request
     if (!lw)
         return REQUEST_NEXT;
     lw->r = r;
-    lw->timer = evtimer_new(r->worker->base, learn_timeout_cb, lw);
+    lw->timer = evtimer_new(r->ctx->base, learn_timeout_cb, lw);
     if (!lw->timer) {
         free(lw);
         return REQUEST_NEXT;
@@ -893,7 +896,7 @@ static enum request_next learn_barrier(struct audit_thread *a, struct gw_request
     r->hook_data[REQUEST_PHASE_RESPONSE] = lw;
     lw->waiting = true;
     r->cancel = learn_cancel;
-    uint32_t ms = r->worker->cfg->audit.commit_timeout_ms;
+    uint32_t ms = r->ctx->cfg->audit.commit_timeout_ms;
     struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
     evtimer_add(lw->timer, &tv);
     return REQUEST_AGAIN;
@@ -901,7 +904,7 @@ static enum request_next learn_barrier(struct audit_thread *a, struct gw_request
 
 static enum request_next response_phase(struct gw_request *r)
 {
-    struct audit_thread *a = r->worker->audit;
+    struct audit_thread *a = r->ctx->audit;
     if (!a || !r->call)
         return REQUEST_NEXT;
     const struct route *rt = r->match.route;
@@ -910,11 +913,10 @@ static enum request_next response_phase(struct gw_request *r)
     int status = upstream_call_status(r->call);
     if ((!learns && !rec) || status < 200 || status > 299)
         return REQUEST_NEXT;
-    struct evbuffer *body = upstream_call_body(r->call);
-    size_t len = evbuffer_get_length(body);
+    size_t len = 0;
+    const char *bytes = upstream_call_body(r->call, &len);
     if (len == 0 || len > 16 * 1024 * 1024)
         return REQUEST_NEXT;
-    const char *bytes = (const char *)evbuffer_pullup(body, -1);
     json_t *doc = bytes ? json_loadb(bytes, len, 0, NULL) : NULL;
     if (!doc)
         return REQUEST_NEXT;
@@ -956,7 +958,7 @@ static void write_outcome(struct audit_thread *a, struct gw_request *r, struct a
     const char *v[12] = {r->id,
                          received,
                          r->match.route->name,
-                         a->w->cfg->audit.instance,
+                         a->ctx->cfg->audit.instance,
                          ustatus ? up : NULL,
                          rec->succeeded < 0 ? NULL
                          : rec->succeeded   ? "true"
@@ -974,7 +976,7 @@ static void write_outcome(struct audit_thread *a, struct gw_request *r, struct a
 
 static void audit_done(struct gw_request *r)
 {
-    struct audit_thread *a = r->worker->audit;
+    struct audit_thread *a = r->ctx->audit;
     struct audit_rec *rec = r->hook_data[REQUEST_PHASE_AUDIT];
     if (a && r->match.route && audited(r->match.route)) {
         if (rec && (rec->state == REC_COMMITTED || rec->sent)) {

@@ -23,7 +23,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-struct worker;
+struct gw_ctx;
 struct audit_thread;
 
 /* Register the hooks. Once, before workers start. 0, or -1. */
@@ -31,10 +31,14 @@ int audit_init(void);
 
 /* Per-worker state, created with the worker (NULL and no error when the ledger is off).
  * Returns -1 with a message in ERRBUF on failure. */
-int audit_thread_new(struct worker *w, struct audit_thread **out, char *errbuf, size_t errlen);
+int audit_thread_new(struct gw_ctx *ctx, struct audit_thread **out, char *errbuf, size_t errlen);
 void audit_thread_free(struct audit_thread *a);
 
 /* For /readyz: connected to the database (true when the ledger is off). */
 bool audit_thread_ready(const struct audit_thread *a);
+
+/* Shutdown: nothing left to write, or nothing can be written (the database is away); true
+ * when the ledger is off. */
+bool audit_thread_flushed(const struct audit_thread *a);
 
 #endif

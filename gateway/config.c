@@ -119,6 +119,16 @@ static const struct key keys[] = {
      FIELD(server.client_header_timeout_ms), NULL, NULL},
     {"server", "max_connections", T_INT, 1, 1000000, "10000", false, FIELD(server.max_connections),
      "bots' connections open at once, all threads together", NULL},
+    {"server", "client_body_timeout", T_DURATION, 100, MS_HOUR, "30s", true,
+     FIELD(server.client_body_timeout_ms), NULL, NULL},
+    {"server", "max_buffered_body", T_SIZE, 64 * KIB, 64 * GIB, "256m", true,
+     FIELD(server.max_buffered_body), NULL, NULL},
+    /* Both or neither (check_server_tls). */
+    {"server", "tls_cert", T_PATH, 0, 0, NULL, false, FIELD(server.tls_cert),
+     "a readable PEM file: the certificate for TLS towards the bots, leaf first; with tls_key",
+     NULL},
+    {"server", "tls_key", T_PATH, 0, 0, NULL, false, FIELD(server.tls_key),
+     "a readable PEM file: the private key of tls_cert", NULL},
 
     {"admin", "listen", T_HOSTPORT, 0, 0, "127.0.0.1:9090", false, FIELD(admin.listen), NULL, NULL},
 
@@ -139,11 +149,16 @@ static const struct key keys[] = {
      FIELD(upstream.response_timeout_ms), NULL, NULL},
     {"upstream", "idle_timeout", T_DURATION, MS_SEC, MS_HOUR, "30s", true,
      FIELD(upstream.idle_timeout_ms), NULL, NULL},
-    {"upstream", "pool_size", T_INT, 1, 10000, "64", false, FIELD(upstream.pool_size), NULL, NULL},
+    {"upstream", "pool_size", T_INT, 1, 10000, "64", false, FIELD(upstream.pool_size),
+     "idle connections kept per thread per host", NULL},
+    {"upstream", "pool_max", T_INT, 1, 100000, "256", true, FIELD(upstream.pool_max),
+     "connections open at once per thread per host (at least pool_size)", NULL},
     {"upstream", "max_requests_per_conn", T_INT, 1, 1000000, "1000", true,
      FIELD(upstream.max_requests_per_conn), NULL, NULL},
-    {"upstream", "queue_size", T_INT, 0, 100000, "256", true, FIELD(upstream.queue_size), NULL,
-     NULL},
+    {"upstream", "queue_size", T_INT, 0, 1000000, "0", true, FIELD(upstream.queue_size),
+     "0 = each thread's share of [server] max_connections", NULL},
+    {"upstream", "queue_timeout", T_DURATION, 10, MS_HOUR, "10s", true,
+     FIELD(upstream.queue_timeout_ms), NULL, NULL},
     {"upstream", "dns_refresh", T_DURATION, MS_SEC, MS_DAY, "60s", true,
      FIELD(upstream.dns_refresh_ms), NULL, NULL},
 
@@ -1680,6 +1695,22 @@ static void default_instance(struct load *ld)
  * validated_body_size or endpoint max_body_size could never apply. An unset
  * validated_body_size is its default or max_body_size, whichever is smaller.
  */
+/* TLS towards the bots needs both the certificate and its key. */
+static void check_server_tls(struct load *ld)
+{
+    size_t cert = key_index("server", "tls_cert"), key = key_index("server", "tls_key");
+    if (ld->bad[cert] || ld->bad[key])
+        return;
+    if (ld->set_line[cert] && !ld->set_line[key])
+        add_error(ld, ld->set_line[cert],
+                  "[server] tls_cert: set without tls_key (expected both, or neither for plain "
+                  "HTTP)");
+    else if (ld->set_line[key] && !ld->set_line[cert])
+        add_error(ld, ld->set_line[key],
+                  "[server] tls_key: set without tls_cert (expected both, or neither for plain "
+                  "HTTP)");
+}
+
 static void check_body_sizes(struct load *ld)
 {
     struct config *cfg = ld->cfg;
@@ -1772,6 +1803,7 @@ static struct config *load_text(const char *file, const char *base_dir, const ch
         ld.cfg->server.threads = online_cpus();
     default_instance(&ld);
     check_body_sizes(&ld);
+    check_server_tls(&ld);
     free(ld.endpoint_size_line);
 
     if (ld.nerr) {

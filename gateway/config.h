@@ -47,6 +47,10 @@ struct config {
         bool x_forwarded_for;              /* send X-Forwarded-For upstream (off: egress point) */
         uint32_t client_header_timeout_ms; /* first byte of a request head to its end (408) */
         uint32_t max_connections;          /* bots' connections at once, all threads */
+        uint32_t client_body_timeout_ms;   /* a whole request body, once asked for (408) */
+        size_t max_buffered_body;          /* request body bytes held in memory, all threads */
+        char *tls_cert;                    /* PEM chain for TLS towards the bots, or NULL */
+        char *tls_key;                     /* its private key; set together with tls_cert */
     } server;
 
     struct {
@@ -62,10 +66,13 @@ struct config {
         uint32_t tls_handshake_timeout_ms;
         uint32_t response_timeout_ms;   /* request sent to response complete */
         uint32_t idle_timeout_ms;       /* pooled keep-alive connection lifetime when idle */
-        uint32_t pool_size;             /* connections per thread per upstream host */
+        uint32_t pool_size;             /* idle connections kept per thread per upstream host */
+        uint32_t pool_max;              /* connections open at once per thread per host */
         uint32_t max_requests_per_conn; /* then the connection is retired */
-        uint32_t queue_size;            /* requests waiting for a connection, per thread+host */
-        uint32_t dns_refresh_ms;        /* re-resolve period for upstream host names */
+        uint32_t queue_size;       /* requests waiting for a connection, per thread+host; 0: follows
+                                      max_connections (its share per thread) */
+        uint32_t queue_timeout_ms; /* longest wait for a connection (503) */
+        uint32_t dns_refresh_ms;   /* re-resolve period for upstream host names */
     } upstream;
 
     struct {

@@ -40,13 +40,22 @@ static const struct gw_err_info table[GW_ERR__COUNT] = {
     [GW_ERR_UPSTREAM_TIMEOUT] = {504, "upstream.timeout", "Anymate did not answer in time"},
     [GW_ERR_REQUEST_TIMEOUT] = {504, "request.deadline",
                                 "the request did not complete within the gateway's deadline"},
-    [GW_ERR_TOO_LARGE] = {413, "request.too_large",
-                          "the HTTP parser refused the request: a body over the size limit, "
-                          "headers far over it, or malformed chunked framing"},
-    [GW_ERR_UNPARSABLE] = {400, "request.unparsable",
-                           "the HTTP parser refused the request: a malformed request line, "
-                           "header or chunked framing, or a header line far over the size "
-                           "limit"},
+    [GW_ERR_TOO_LARGE] = {413, "request.too_large", "the request is too large (retired code)"},
+    [GW_ERR_UNPARSABLE] = {400, "request.unparsable", "the request is malformed (retired code)"},
+    [GW_ERR_BAD_CHUNK] = {400, "request.invalid_chunked_body",
+                          "the chunked request body is malformed; refused and the connection "
+                          "closed"},
+    [GW_ERR_BAD_HOST] = {400, "request.invalid_host",
+                         "the Host header is missing, repeated or malformed"},
+    [GW_ERR_EXPECTATION] = {417, "request.expectation_failed",
+                            "the only Expect the gateway meets is 100-continue"},
+    [GW_ERR_OVERLOADED] = {503, "gateway.overloaded",
+                           "the gateway is out of connections or buffer memory for the moment; "
+                           "try again"},
+    [GW_ERR_QUEUE_TIMEOUT] = {503, "upstream.queue_timeout",
+                              "no Anymate connection became free in time"},
+    [GW_ERR_CLIENT_CLOSED] = {499, "client.closed",
+                              "the bot closed its connection before the answer"},
 };
 
 const struct gw_err_info *errors_info(enum gw_err err)
@@ -79,10 +88,14 @@ const char *errors_reason(int status)
         return "Content Too Large";
     case 415:
         return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
     case 422:
         return "Unprocessable Content";
     case 431:
         return "Request Header Fields Too Large";
+    case 499:
+        return "Client Closed Request";
     case 500:
         return "Internal Server Error";
     case 502:

@@ -30,8 +30,15 @@ enum gw_err {
     GW_ERR_SHUTTING_DOWN,     /* 503 gateway.shutting_down */
     GW_ERR_UPSTREAM_TIMEOUT,  /* 504 upstream.timeout */
     GW_ERR_REQUEST_TIMEOUT,   /* 504 request.deadline */
-    GW_ERR_TOO_LARGE,         /* 413 request.too_large (refused by the HTTP parser) */
-    GW_ERR_UNPARSABLE,        /* 400 request.unparsable (refused by the HTTP parser) */
+    /* Retired with libevent's HTTP parser: no longer sent, kept so the codes stay reserved. */
+    GW_ERR_TOO_LARGE,     /* 413 request.too_large */
+    GW_ERR_UNPARSABLE,    /* 400 request.unparsable */
+    GW_ERR_BAD_CHUNK,     /* 400 request.invalid_chunked_body */
+    GW_ERR_BAD_HOST,      /* 400 request.invalid_host */
+    GW_ERR_EXPECTATION,   /* 417 request.expectation_failed */
+    GW_ERR_OVERLOADED,    /* 503 gateway.overloaded */
+    GW_ERR_QUEUE_TIMEOUT, /* 503 upstream.queue_timeout */
+    GW_ERR_CLIENT_CLOSED, /* 499 client.closed: never sent, for logs and the ledger */
     GW_ERR__COUNT
 };
 

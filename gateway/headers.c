@@ -1,159 +1,83 @@
 /*
- * headers: framing checks and end-to-end header copying for both directions of the proxy.
+ * headers: copies of heads with C-string fields, and the hop-by-hop rules (see headers.h).
  *
- * Why the gateway checks what libevent already parsed: evhttp picks the first of several
- * Content-Length headers, accepts "+5" and " 5" (strtoll), and prefers chunked when both
- * framings are present. An upstream server may pick differently, so any such request is
- * refused and its connection closed, and every forwarded request gets framing rebuilt from the
- * body the gateway actually read.
+ * Why the copy can NUL-terminate in place: every name is followed by its ':' and every value
+ * by whitespace or the line's CR, all inside the head, so overwriting that byte with NUL
+ * turns the copied head into strings without another allocation. The request line's method
+ * and target are each followed by a space.
  */
 #include "headers.h"
 
-#include <event2/http.h>
-#include <sys/queue.h>
-#include <event2/keyvalq_struct.h>
 #include <string.h>
 #include <strings.h>
 
-static bool is_tchar(unsigned char c)
+void headers_copy_head(const struct http1_head *h, const char *hbuf, char *dst, struct hfield *out,
+                       const char **method, const char **target)
 {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return true;
-    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
-static bool is_token(const char *s)
-{
-    if (!*s)
-        return false;
-    for (; *s; s++)
-        if (!is_tchar((unsigned char)*s))
-            return false;
-    return true;
-}
-
-static bool value_ok(const char *s)
-{
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if ((c < 0x20 && c != '\t') || c == 0x7f)
-            return false;
-    }
-    return true;
-}
-
-static bool all_digits(const char *s, size_t maxlen)
-{
-    size_t n = 0;
-    for (; *s; s++, n++)
-        if (*s < '0' || *s > '9')
-            return false;
-    return n >= 1 && n <= maxlen;
-}
-
-size_t headers_count(const struct evkeyvalq *in, const char *name)
-{
-    size_t n = 0;
-    const struct evkeyval *h;
-    TAILQ_FOREACH(h, in, next)
-    if (strcasecmp(h->key, name) == 0)
-        n++;
-    return n;
-}
-
-int headers_check_request(const struct evkeyvalq *in, size_t request_line_len,
-                          size_t max_header_size, enum gw_err *err, const char **why)
-{
-    const struct evkeyval *h;
-    size_t total = request_line_len;
-    size_t n_cl = 0, n_te = 0;
-    const char *cl = NULL, *te = NULL;
-
-    TAILQ_FOREACH(h, in, next)
-    {
-        total += strlen(h->key) + strlen(h->value) + 4;
-        if (!is_token(h->key)) {
-            *err = GW_ERR_BAD_HEADER;
-            *why = "a header name is not a valid token (spaces, separators or control "
-                   "characters)";
-            return -1;
-        }
-        if (!value_ok(h->value)) {
-            *err = GW_ERR_BAD_HEADER;
-            *why = "a header value contains control characters";
-            return -1;
-        }
-        if (strcasecmp(h->key, "Content-Length") == 0) {
-            n_cl++;
-            cl = h->value;
-        } else if (strcasecmp(h->key, "Transfer-Encoding") == 0) {
-            n_te++;
-            te = h->value;
+    memcpy(dst, hbuf, h->len);
+    dst[h->len] = '\0';
+    for (unsigned i = 0; i < h->nfields; i++) {
+        const struct http1_field *f = &h->fields[i];
+        dst[f->name.off + f->name.len] = '\0';
+        out[i].name = dst + f->name.off;
+        if (f->value.len == 0) {
+            out[i].value = "";
+        } else {
+            dst[f->value.off + f->value.len] = '\0';
+            out[i].value = dst + f->value.off;
         }
     }
-    if (total > max_header_size) {
-        *err = GW_ERR_HEADERS_TOO_LARGE;
-        *why = NULL;
-        return -1;
+    if (method) {
+        dst[h->method.off + h->method.len] = '\0';
+        *method = dst + h->method.off;
     }
-    *err = GW_ERR_BAD_FRAMING;
-    if (n_cl > 1) {
-        *why = "more than one Content-Length header";
-        return -1;
+    if (target) {
+        dst[h->target.off + h->target.len] = '\0';
+        *target = dst + h->target.off;
     }
-    if (cl && !all_digits(cl, 18)) {
-        *why = "Content-Length must be 1 to 18 decimal digits";
-        return -1;
-    }
-    if (n_te > 1) {
-        *why = "more than one Transfer-Encoding header";
-        return -1;
-    }
-    if (te && strcasecmp(te, "chunked") != 0) {
-        *why = "Transfer-Encoding other than a single \"chunked\" is not accepted";
-        return -1;
-    }
-    if (te && cl) {
-        *why = "Transfer-Encoding and Content-Length together";
-        return -1;
-    }
-    return 0;
 }
 
-bool headers_is_hop_by_hop(const char *name)
+const char *headers_get(const struct hfield *f, unsigned n, const char *name)
 {
-    static const char *const names[] = {
-        "Connection",
-        "Keep-Alive",
-        "TE",
-        "Trailer",
-        "Transfer-Encoding",
-        "Upgrade",
-        "Host",
-        "Content-Length",
-        "X-Request-Id",
-        "Expect",
-        "X-Forwarded-For",
-        "Proxy-Connection",
-        "Proxy-Authorization",
-        "Proxy-Authenticate",
+    for (unsigned i = 0; i < n; i++)
+        if (strcasecmp(f[i].name, name) == 0)
+            return f[i].value;
+    return NULL;
+}
+
+unsigned headers_count(const struct hfield *f, unsigned n, const char *name)
+{
+    unsigned c = 0;
+    for (unsigned i = 0; i < n; i++)
+        c += strcasecmp(f[i].name, name) == 0;
+    return c;
+}
+
+bool headers_is_hop_by_hop(const char *name, bool request)
+{
+    static const char *const both[] = {
+        "Connection", "Keep-Alive",     "TE",           "Trailer", "Transfer-Encoding",
+        "Upgrade",    "Content-Length", "X-Request-Id",
     };
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (strcasecmp(name, names[i]) == 0)
+    static const char *const upward[] = {"Host", "Expect", "X-Forwarded-For"};
+    for (size_t i = 0; i < sizeof(both) / sizeof(both[0]); i++)
+        if (strcasecmp(name, both[i]) == 0)
             return true;
+    if (request)
+        for (size_t i = 0; i < sizeof(upward) / sizeof(upward[0]); i++)
+            if (strcasecmp(name, upward[i]) == 0)
+                return true;
     return strncasecmp(name, "Proxy-", 6) == 0;
 }
 
-/* True when NAME appears as a comma-separated token in any Connection header of IN. */
-static bool named_by_connection(const struct evkeyvalq *in, const char *name)
+/* Is NAME one of the comma-separated tokens of any Connection field of F? */
+static bool named_by_connection(const struct hfield *f, unsigned n, const char *name)
 {
-    const struct evkeyval *h;
     size_t nlen = strlen(name);
-    TAILQ_FOREACH(h, in, next)
-    {
-        if (strcasecmp(h->key, "Connection") != 0)
+    for (unsigned i = 0; i < n; i++) {
+        if (strcasecmp(f[i].name, "Connection") != 0)
             continue;
-        const char *p = h->value;
+        const char *p = f[i].value;
         while (*p) {
             while (*p == ' ' || *p == '\t' || *p == ',')
                 p++;
@@ -167,26 +91,7 @@ static bool named_by_connection(const struct evkeyvalq *in, const char *name)
     return false;
 }
 
-int headers_copy(const struct evkeyvalq *in, struct evkeyvalq *out, bool request)
+bool headers_forward(const struct hfield *f, unsigned n, unsigned i, bool request)
 {
-    const struct evkeyval *h;
-    TAILQ_FOREACH(h, in, next)
-    {
-        if (request) {
-            if (headers_is_hop_by_hop(h->key))
-                continue;
-        } else if (strcasecmp(h->key, "Connection") == 0 || strcasecmp(h->key, "Keep-Alive") == 0 ||
-                   strcasecmp(h->key, "Transfer-Encoding") == 0 ||
-                   strcasecmp(h->key, "Content-Length") == 0 ||
-                   strcasecmp(h->key, "Trailer") == 0 || strcasecmp(h->key, "Upgrade") == 0 ||
-                   strcasecmp(h->key, "TE") == 0 || strncasecmp(h->key, "Proxy-", 6) == 0 ||
-                   strcasecmp(h->key, "X-Request-Id") == 0) {
-            continue;
-        }
-        if (named_by_connection(in, h->key))
-            continue;
-        if (evhttp_add_header(out, h->key, h->value) != 0)
-            return -1;
-    }
-    return 0;
+    return !headers_is_hop_by_hop(f[i].name, request) && !named_by_connection(f, n, f[i].name);
 }

@@ -1,9 +1,9 @@
 /*
- * headers: what may cross the gateway in each direction, and the refusal of requests whose
- * framing two HTTP parsers could read differently (request smuggling).
+ * headers: header fields as the request and call objects keep them (NUL-terminated name and
+ * value, copied out of the head they arrived in), and what may cross the gateway in each
+ * direction.
  *
- * Pure: works on libevent header lists (struct evkeyvalq) and returns error codes; no I/O, no
- * logging. The header lists are borrowed for the duration of each call.
+ * Pure: no I/O, no logging, no allocation.
  */
 #ifndef GW_HEADERS_H
 #define GW_HEADERS_H
@@ -11,36 +11,35 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "errors.h"
+#include "http1.h"
 
-struct evkeyvalq;
-
-/*
- * Check an incoming request's head. Refuses (returns -1, *ERR and a static *WHY set):
- *   - a header name that is not an RFC 9110 token, a value with control characters
- *     (GW_ERR_BAD_HEADER);
- *   - more than one Content-Length, a Content-Length that is not 1..18 plain digits,
- *     any Transfer-Encoding other than exactly one "chunked", Transfer-Encoding together
- *     with Content-Length (GW_ERR_BAD_FRAMING);
- *   - head larger than MAX_HEADER_SIZE bytes counted as "Name: value\r\n" plus
- *     REQUEST_LINE_LEN (GW_ERR_HEADERS_TOO_LARGE).
- * Returns 0 when the head may be forwarded.
- */
-int headers_check_request(const struct evkeyvalq *in, size_t request_line_len,
-                          size_t max_header_size, enum gw_err *err, const char **why);
-
-/* True for the hop-by-hop headers of RFC 9110 §7.6.1 and the ones the gateway always rebuilds
- * itself (Host, Content-Length, X-Request-Id, Expect, X-Forwarded-For). Case-insensitive. */
-bool headers_is_hop_by_hop(const char *name);
+struct hfield {
+    const char *name;
+    const char *value; /* leading and trailing whitespace removed */
+};
 
 /*
- * Copy end-to-end headers from IN to OUT: drops hop-by-hop headers, every header named in a
- * Connection header's tokens, and (REQUEST) the headers the gateway rebuilds. Returns 0, or
- * -1 when OUT refused a header (libevent rejects CR/LF in values).
+ * Copy the head H (its bytes at HBUF) into DST (at least h->len + 1 bytes) and describe its
+ * fields in OUT (h->nfields entries), NUL-terminating every name and value inside the copy.
+ * *METHOD and *TARGET (requests; may be NULL) point into the copy too.
  */
-int headers_copy(const struct evkeyvalq *in, struct evkeyvalq *out, bool request);
+void headers_copy_head(const struct http1_head *h, const char *hbuf, char *dst, struct hfield *out,
+                       const char **method, const char **target);
 
-/* Count the headers named NAME (case-insensitive) in IN. */
-size_t headers_count(const struct evkeyvalq *in, const char *name);
+/* The first value of NAME (ASCII case-insensitive), or NULL. */
+const char *headers_get(const struct hfield *f, unsigned n, const char *name);
+/* How many fields are named NAME. */
+unsigned headers_count(const struct hfield *f, unsigned n, const char *name);
+
+/*
+ * Does field I of F travel on? Never: the hop-by-hop fields of RFC 9110 §7.6.1 (Connection
+ * and every field it names, Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade, Proxy-*),
+ * Content-Length (framing is rebuilt) and X-Request-Id (the gateway sets its own). Towards the
+ * upstream (REQUEST) also not Host, Expect and X-Forwarded-For, which the gateway handles.
+ */
+bool headers_forward(const struct hfield *f, unsigned n, unsigned i, bool request);
+
+/* True for the fixed names above (case-insensitive); REQUEST as for headers_forward. */
+bool headers_is_hop_by_hop(const char *name, bool request);
 
 #endif

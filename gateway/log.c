@@ -2,16 +2,190 @@
  * log: JSON lines on stderr. Each line is formatted into a stack buffer and written with one
  * write(2), so concurrent threads never interleave within a line. A line that does not fit is
  * cut and closed with a "truncated" member rather than split.
+ *
+ * The queues. One single-producer single-consumer byte ring per worker thread: records of a
+ * 4-byte length and the line, head advanced by the worker (release), tail by the logging
+ * thread (release); each side reads the other's index with acquire. The logging thread polls
+ * the rings, sleeping longer while they stay empty (1 ms up to 20 ms), so a worker never makes
+ * a system call to log. A full ring drops the line.
  */
 #include "log.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#define RING_SIZE (256 * 1024)
+#define MAX_QUEUES 512
+#define BATCH (64 * 1024)
+
 static atomic_int min_level = LOG_LEVEL_INFO;
+
+struct logq {
+    _Alignas(64) atomic_size_t head;    /* bytes produced */
+    _Alignas(64) atomic_size_t tail;    /* bytes consumed */
+    unsigned long long pending_dropped; /* producer only: dropped since its last line got in */
+    char buf[RING_SIZE];
+};
+
+static struct logq *queues[MAX_QUEUES];
+static atomic_int nqueues;
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_t logger;
+static atomic_bool logger_on, logger_stop;
+static atomic_ullong dropped_total;
+static _Thread_local struct logq *my_queue;
+
+static void ring_put(struct logq *q, size_t at, const void *p, size_t n)
+{
+    size_t off = at % RING_SIZE, first = RING_SIZE - off < n ? RING_SIZE - off : n;
+    memcpy(q->buf + off, p, first);
+    memcpy(q->buf, (const char *)p + first, n - first);
+}
+
+static void ring_get(const struct logq *q, size_t at, void *p, size_t n)
+{
+    size_t off = at % RING_SIZE, first = RING_SIZE - off < n ? RING_SIZE - off : n;
+    memcpy(p, q->buf + off, first);
+    memcpy((char *)p + first, q->buf, n - first);
+}
+
+static bool enqueue(struct logq *q, const char *line, size_t len)
+{
+    size_t head = atomic_load_explicit(&q->head, memory_order_relaxed);
+    size_t tail = atomic_load_explicit(&q->tail, memory_order_acquire);
+    if (head - tail + sizeof(uint32_t) + len > RING_SIZE)
+        return false;
+    uint32_t l = (uint32_t)len;
+    ring_put(q, head, &l, sizeof(l));
+    ring_put(q, head + sizeof(l), line, len);
+    atomic_store_explicit(&q->head, head + sizeof(l) + len, memory_order_release);
+    return true;
+}
+
+static void write_all(const char *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t w = write(STDERR_FILENO, p, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return;
+        p += w;
+        len -= (size_t)w;
+    }
+}
+
+/* Move what the rings hold to stderr; returns the bytes written. */
+static size_t drain(void)
+{
+    static char batch[BATCH];
+    size_t used = 0, total = 0;
+    int n = atomic_load_explicit(&nqueues, memory_order_acquire);
+    for (int i = 0; i < n; i++) {
+        struct logq *q = queues[i];
+        size_t head = atomic_load_explicit(&q->head, memory_order_acquire);
+        size_t tail = atomic_load_explicit(&q->tail, memory_order_relaxed);
+        while (tail < head) {
+            uint32_t l;
+            ring_get(q, tail, &l, sizeof(l));
+            if (used + l > sizeof(batch)) {
+                write_all(batch, used);
+                total += used;
+                used = 0;
+            }
+            if (l <= sizeof(batch)) {
+                ring_get(q, tail + sizeof(l), batch + used, l);
+                used += l;
+            }
+            tail += sizeof(l) + l;
+            atomic_store_explicit(&q->tail, tail, memory_order_release);
+        }
+    }
+    write_all(batch, used);
+    return total + used;
+}
+
+static void *logger_main(void *arg)
+{
+    unsigned nap_us = 1000;
+    while (!atomic_load(&logger_stop)) {
+        if (drain() > 0) {
+            nap_us = 1000;
+        } else if (nap_us < 20000) {
+            nap_us *= 2;
+        }
+        struct timespec ts = {0, (long)nap_us * 1000};
+        nanosleep(&ts, NULL);
+    }
+    drain();
+    return NULL;
+}
+
+int log_start(void)
+{
+    if (atomic_load(&logger_on))
+        return 0;
+    atomic_store(&logger_stop, false);
+    if (pthread_create(&logger, NULL, logger_main, NULL) != 0)
+        return -1;
+    atomic_store(&logger_on, true);
+    return 0;
+}
+
+void log_stop(void)
+{
+    if (!atomic_load(&logger_on))
+        return;
+    atomic_store(&logger_stop, true);
+    pthread_join(logger, NULL);
+    atomic_store(&logger_on, false);
+    pthread_mutex_lock(&reg_lock);
+    int n = atomic_load(&nqueues);
+    for (int i = 0; i < n; i++) {
+        free(queues[i]);
+        queues[i] = NULL;
+    }
+    atomic_store(&nqueues, 0);
+    pthread_mutex_unlock(&reg_lock);
+}
+
+void log_thread_start(int index)
+{
+    (void)index;
+    if (!atomic_load(&logger_on) || my_queue)
+        return;
+    struct logq *q = calloc(1, sizeof(*q));
+    if (!q)
+        return;
+    pthread_mutex_lock(&reg_lock);
+    int n = atomic_load(&nqueues);
+    if (n < MAX_QUEUES) {
+        queues[n] = q;
+        atomic_store_explicit(&nqueues, n + 1, memory_order_release);
+        my_queue = q;
+    } else {
+        free(q);
+    }
+    pthread_mutex_unlock(&reg_lock);
+}
+
+void log_thread_stop(void)
+{
+    my_queue = NULL; /* the ring stays registered (and drained) until log_stop */
+}
+
+unsigned long long log_dropped(void)
+{
+    return atomic_load(&dropped_total);
+}
 
 void log_set_level(int level)
 {
@@ -78,10 +252,24 @@ void log_msg(int level, const char *msg, const char *fields, ...)
             len += (size_t)m;
         }
     }
+    struct logq *q = my_queue;
+    if (q && q->pending_dropped > 0 && len < sizeof(line) - 48)
+        len += (size_t)snprintf(line + len, sizeof(line) - len, ",\"log_dropped\":%llu",
+                                q->pending_dropped);
     if (len > sizeof(line) - 3)
         len = sizeof(line) - 3;
     line[len++] = '}';
     line[len++] = '\n';
+
+    if (q) {
+        if (enqueue(q, line, len)) {
+            q->pending_dropped = 0;
+        } else {
+            q->pending_dropped++;
+            atomic_fetch_add(&dropped_total, 1);
+        }
+        return;
+    }
 
     const char *p = line;
     while (len > 0) {

@@ -2,6 +2,12 @@
  * log: structured JSON log lines on stderr, one per event, written with a single write(2) so
  * lines from several threads never interleave.
  *
+ * Worker threads never write themselves: after log_thread_start their lines go into a bounded
+ * queue of their own, which the logging thread (log_start) empties into stderr. If the sink
+ * stalls and a queue fills, further lines are dropped and counted, never waited for: the count
+ * appears as "log_dropped" in that thread's next line that gets through, and in log_dropped().
+ * Other threads (start-up, the main loop) write directly.
+ *
  * Only I/O modules log; pure modules return errors to their caller. Never pass a bearer token,
  * a password or a request body to these functions: the log is read by people who must not see
  * them.
@@ -33,6 +39,17 @@ void log_msg(int level, const char *msg, const char *fields, ...)
  * Returns BUF.
  */
 char *log_json_escape(const char *s, char *buf, size_t size);
+
+/* Start the logging thread (0, or -1: lines are then written directly). */
+int log_start(void);
+/* Write out every queued line and stop the logging thread. Call after the workers ended. */
+void log_stop(void);
+/* The calling thread's lines go through a queue of its own from now on (INDEX names it). */
+void log_thread_start(int index);
+/* The calling thread stops logging through its queue (what it queued is still written). */
+void log_thread_stop(void);
+/* Lines dropped so far because a queue was full. */
+unsigned long long log_dropped(void);
 
 #define log_debug(...) log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "admin.h"
@@ -54,8 +55,48 @@ struct app {
     struct worker *workers[MAX_THREADS];
     int nworkers;
     struct admin *admin;
+    struct event *reap; /* during shutdown: leave once every worker has drained */
     bool stopping;
 };
+
+/*
+ * Descriptors: every bot connection, every upstream connection of every pool, the ledger's
+ * connections, and a few per thread (listener, epoll, resolver). Raise the soft limit as far
+ * as that needs (the hard limit is the ceiling), or say how many bots the gateway can hold.
+ */
+static void raise_fd_limit(const struct config *cfg, int threads)
+{
+    uint64_t need = (uint64_t)cfg->server.max_connections +
+                    (uint64_t)threads * (2u * cfg->upstream.pool_max + 8) + 64;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        struct rlimit want = rl;
+        want.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ? need : rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+            rl = want;
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        uint64_t other = need - cfg->server.max_connections;
+        uint64_t bots = rl.rlim_cur > other ? rl.rlim_cur - other : 0;
+        log_warn("the open-file limit is lower than the configuration needs: the gateway holds "
+                 "fewer bot connections than max_connections; raise the hard limit (ulimit -n, "
+                 "systemd LimitNOFILE) or lower max_connections or pool_max",
+                 "\"limit\":%llu,\"needed\":%llu,\"max_connections\":%u,\"bots_held\":%llu",
+                 (unsigned long long)rl.rlim_cur, (unsigned long long)need,
+                 cfg->server.max_connections, (unsigned long long)bots);
+    }
+}
+
+static void reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct app *app = arg;
+    for (int i = 0; i < app->nworkers; i++)
+        if (!worker_exited(app->workers[i]))
+            return;
+    event_base_loopexit(app->base, NULL);
+}
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
@@ -71,10 +112,12 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     app->stopping = true;
     log_info("shutting down", "\"signal\":%d,\"deadline_ms\":%u", (int)sig,
              app->cfg->server.shutdown_timeout_ms);
+    /* The admin listener keeps answering (/readyz 503) until every worker has drained. */
     admin_set_draining(app->admin);
     for (int i = 0; i < app->nworkers; i++)
         worker_stop(app->workers[i]);
-    event_base_loopexit(app->base, NULL);
+    struct timeval tv = {0, 20 * 1000};
+    event_add(app->reap, &tv);
 }
 
 static int run(struct config *cfg)
@@ -82,7 +125,7 @@ static int run(struct config *cfg)
     struct app app = {.cfg = cfg};
     char err[512];
     int rc = 1;
-    SSL_CTX *ssl_ctx = NULL;
+    SSL_CTX *ssl_ctx = NULL, *server_tls = NULL;
     struct event *sigs[3] = {NULL, NULL, NULL};
 
     signal(SIGPIPE, SIG_IGN);
@@ -116,8 +159,21 @@ static int run(struct config *cfg)
             return 1;
         }
     }
+    if (cfg->server.tls_cert) {
+        server_tls =
+            tls_server_ctx_new(cfg->server.tls_cert, cfg->server.tls_key, err, sizeof(err));
+        if (!server_tls) {
+            char esc[600];
+            log_error("TLS towards the bots cannot be set up", "\"reason\":\"%s\"",
+                      log_json_escape(err, esc, sizeof(esc)));
+            if (ssl_ctx)
+                SSL_CTX_free(ssl_ctx);
+            return 1;
+        }
+    }
     app.base = event_base_new();
-    if (!app.base) {
+    app.reap = app.base ? event_new(app.base, -1, EV_PERSIST, reap_cb, &app) : NULL;
+    if (!app.base || !app.reap) {
         log_error("cannot create the main event loop", "");
         goto out;
     }
@@ -127,6 +183,7 @@ static int run(struct config *cfg)
     int nthreads = cfg->server.threads;
     if (nthreads > MAX_THREADS)
         nthreads = MAX_THREADS;
+    raise_fd_limit(cfg, nthreads);
     for (int i = 0; i < nthreads; i++) {
         int fd = listener_open(cfg->server.listen.host, port, true, &bound, err, sizeof(err));
         if (fd < 0) {
@@ -134,7 +191,7 @@ static int run(struct config *cfg)
             goto out;
         }
         port = bound;
-        app.workers[i] = worker_new(i, cfg, ssl_ctx, fd, err, sizeof(err));
+        app.workers[i] = worker_new(i, cfg, ssl_ctx, server_tls, fd, err, sizeof(err));
         if (!app.workers[i]) {
             log_error("cannot create worker", "\"thread\":%d,\"reason\":\"%s\"", i, err);
             goto out;
@@ -162,6 +219,8 @@ static int run(struct config *cfg)
             goto out;
         }
     }
+    if (log_start() != 0)
+        log_warn("cannot start the logging thread; workers write their log lines themselves", "");
     for (int i = 0; i < app.nworkers; i++) {
         if (worker_start(app.workers[i]) != 0) {
             log_error("cannot start worker thread", "\"thread\":%d", i);
@@ -173,10 +232,10 @@ static int run(struct config *cfg)
     char h1[300], h2[300];
     log_info("listening",
              "\"version\":\"%s\",\"server\":\"%s:%u\",\"admin\":\"%s:%u\",\"threads\":%d,"
-             "\"api\":\"%s\",\"auth\":\"%s\"",
+             "\"tls\":%s,\"api\":\"%s\",\"auth\":\"%s\"",
              GW_VERSION, log_json_escape(cfg->server.listen.host, h1, sizeof(h1)), port,
              log_json_escape(cfg->admin.listen.host, h2, sizeof(h2)), admin_port, app.nworkers,
-             cfg->upstream.api.text, cfg->upstream.auth.text);
+             server_tls ? "true" : "false", cfg->upstream.api.text, cfg->upstream.auth.text);
 
     event_base_dispatch(app.base);
     rc = 0;
@@ -184,16 +243,21 @@ static int run(struct config *cfg)
 out:
     for (int i = 0; i < app.nworkers; i++)
         worker_join_and_free(app.workers[i]);
+    log_stop();
     if (rc == 0)
         log_info("stopped", "");
     for (int i = 0; i < 3; i++)
         if (sigs[i])
             event_free(sigs[i]);
     admin_free(app.admin);
+    if (app.reap)
+        event_free(app.reap);
     if (app.base)
         event_base_free(app.base);
     if (ssl_ctx)
         SSL_CTX_free(ssl_ctx);
+    if (server_tls)
+        SSL_CTX_free(server_tls);
     return rc;
 }
 

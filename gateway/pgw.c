@@ -698,3 +698,12 @@ void pgw_free(struct pgw *p)
         PQconninfoFree(p->parsed);
     free(p);
 }
+
+size_t pgw_pending(const struct pgw *p)
+{
+    size_t n = p->nqueued;
+    const struct pgw_item *it;
+    TAILQ_FOREACH(it, &p->inflight, link)
+    n++;
+    return n;
+}

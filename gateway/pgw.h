@@ -90,4 +90,7 @@ bool pgw_item_cancel(struct pgw_item *item);
 
 bool pgw_connected(const struct pgw *p); /* connected and statements prepared */
 
+/* Statements submitted and not yet finished (queued or in the batch in flight). */
+size_t pgw_pending(const struct pgw *p);
+
 #endif

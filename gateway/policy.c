@@ -8,22 +8,23 @@
  * never forwarded, is counted, and reaches the audit through the done hooks with its code and
  * message (r->error_code, r->error_message).
  *
- * Order of checks, so that the cheapest and least revealing answer comes first: endpoint known
- * and enabled (404) -> bearer token (401) -> body size (413) -> media type (415) -> body present
- * (411/400) -> JSON and fields (400/422) -> KPI bounds (422).
+ * Two hooks. Before the body is read (HEAD phase): endpoint known and enabled (404) -> bearer
+ * token (401) -> declared body size (413) -> media type (415) -> body present (411/400), so
+ * that a request refused on its head is never read further. After the body (POLICY phase):
+ * JSON and fields (400/422) -> KPI bounds (422). The cheapest and least revealing answer
+ * comes first.
  */
 #include "policy.h"
 
-#include <event2/buffer.h>
-#include <event2/http.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
 #include "config.h"
 #include "errors.h"
-#include "headers.h"
-#include "worker.h"
+#include "request.h"
+#include "stats.h"
 
 /* Status and code of a refusal the error table already defines, so both stay in one place. */
 #define ERR(e) errors_info(e)->status, errors_info(e)->code
@@ -125,16 +126,17 @@ static enum request_next refuse(struct gw_request *r, int status, const char *co
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    worker_count_refusal(r->worker);
+    STAT_INC(r->ctx->stats, refusals);
     request_reply_refusal(r, status, code, msg);
     return REQUEST_DONE;
 }
 
-static enum request_next policy_hook(struct gw_request *r)
+/* Before the body: what the head alone decides. Sets the body's limit and whether it is read
+ * whole (validated endpoints) or streamed through. */
+static enum request_next policy_head(struct gw_request *r)
 {
-    const struct config *cfg = r->worker->cfg;
+    const struct config *cfg = r->ctx->cfg;
     const struct route *rt = r->match.route;
-    struct evkeyvalq *in = evhttp_request_get_input_headers(r->ereq);
 
     if (strcmp(rt->name, "api.other") == 0 && !cfg->policy.forward_unknown_api)
         return refuse(r, 404, "route.unknown_endpoint",
@@ -147,10 +149,9 @@ static enum request_next policy_hook(struct gw_request *r)
                       rt->name);
 
     if (rt->upstream == ROUTE_UPSTREAM_API && cfg->policy.require_bearer) {
-        const char *auth = evhttp_find_header(in, "Authorization");
-        if (headers_count(in, "Authorization") != 1 || !policy_bearer_ok(auth)) {
-            evhttp_add_header(evhttp_request_get_output_headers(r->ereq), "WWW-Authenticate",
-                              "Bearer");
+        const char *auth = request_header(r, "Authorization");
+        if (request_header_count(r, "Authorization") != 1 || !policy_bearer_ok(auth)) {
+            request_reply_header(r, "WWW-Authenticate", "Bearer");
             return refuse(r, 401, "auth.bearer_required",
                           "an Authorization: Bearer <token> header is required on /api/ "
                           "endpoints (get a token from POST /connect/token)");
@@ -162,38 +163,44 @@ static enum request_next policy_hook(struct gw_request *r)
         limit = cfg->policy.validated_body_size;
     if (ce && ce->has_max_body_size)
         limit = ce->max_body_size;
-    if (r->bytes_in > limit)
+    r->body_limit = limit;
+    if (r->has_length && r->content_length > limit)
         return refuse(r, ERR(GW_ERR_BODY_TOO_LARGE),
-                      "the %s body is %zu bytes; this gateway accepts at most %zu", rt->name,
-                      r->bytes_in, limit);
+                      "the %s body is %llu bytes; this gateway accepts at most %zu", rt->name,
+                      (unsigned long long)r->content_length, limit);
 
     if (!validated(rt))
-        return REQUEST_NEXT;
-
-    const char *ct = evhttp_find_header(in, "Content-Type");
-    if (headers_count(in, "Content-Type") > 1 || !policy_media_type_json(ct))
+        return REQUEST_NEXT; /* streamed through */
+    r->body_whole = true;
+    const char *ct = request_header(r, "Content-Type");
+    if (request_header_count(r, "Content-Type") > 1 || !policy_media_type_json(ct))
         return refuse(r, 415, "request.unsupported_media_type",
                       "%s needs Content-Type: application/json (UTF-8); got %.80s", rt->name,
                       ct ? ct : "none");
-    if (r->bytes_in == 0) {
-        if (!evhttp_find_header(in, "Content-Length") &&
-            !evhttp_find_header(in, "Transfer-Encoding"))
+    if (!r->has_length && !r->chunked) {
+        if (!request_header(r, "Content-Length"))
             return refuse(r, ERR(GW_ERR_LENGTH_REQUIRED),
                           "%s needs a JSON body with Content-Length", rt->name);
         return refuse(r, 400, "request.body_missing", "%s needs a JSON body; it was empty",
                       rt->name);
     }
+    return REQUEST_NEXT;
+}
 
-    struct evbuffer *body = evhttp_request_get_input_buffer(r->ereq);
-    const char *bytes = (const char *)evbuffer_pullup(body, -1); /* same bytes, contiguous */
+/* After the body (read whole): the payload contract and the KPI bounds. */
+static enum request_next policy_body(struct gw_request *r)
+{
+    const struct config *cfg = r->ctx->cfg;
+    const struct route *rt = r->match.route;
+    if (!validated(rt))
+        return REQUEST_NEXT;
+    if (r->body.len == 0)
+        return refuse(r, 400, "request.body_missing", "%s needs a JSON body; it was empty",
+                      rt->name);
     struct payload_options opts = {.numeric_string_ids = cfg->policy.numeric_string_ids};
     struct payload_error perr;
-    if (!bytes ||
-        payload_validate(kind_of(rt), bytes, r->bytes_in, &opts, &r->payload, &perr) != 0) {
-        if (!bytes)
-            return refuse(r, 503, "internal.no_memory", "out of memory reading the body");
+    if (payload_validate(kind_of(rt), r->body.data, r->body.len, &opts, &r->payload, &perr) != 0)
         return refuse(r, perr.status, perr.code, "%s", perr.message);
-    }
     if (r->payload.seconds_state == PAYLOAD_VALUE &&
         (uint32_t)r->payload.seconds > cfg->policy.max_overwrite_seconds_saved)
         return refuse(r, 422, "policy.seconds_above_limit",
@@ -210,5 +217,8 @@ static enum request_next policy_hook(struct gw_request *r)
 
 int policy_init(void)
 {
-    return request_hook_add(REQUEST_PHASE_POLICY, "policy", policy_hook);
+    if (request_hook_add(REQUEST_PHASE_HEAD, "policy-head", policy_head) != 0 ||
+        request_hook_add(REQUEST_PHASE_POLICY, "policy", policy_body) != 0)
+        return -1;
+    return 0;
 }

@@ -1,24 +1,43 @@
 /*
- * request: the phase pipeline (see request.h). Built-in phases and registered hooks are one
- * flat list of steps; a request walks it with r->step, so a hook that suspends (REQUEST_AGAIN)
- * resumes exactly where it left off.
+ * request: the phase pipeline (see request.h).
+ *
+ * Built-in phases and registered hooks form one flat list of steps; a request walks it with
+ * r->step, so a step that suspends (REQUEST_AGAIN) resumes exactly where it left off. What a
+ * suspended request waits for is in r->wait:
+ *
+ *   W_BODY      its body, read whole (validated endpoints)
+ *   W_HOOK      a hook (audit commit, map learning); r->cancel stops it
+ *   W_UPSTREAM  the upstream call (its body may be streaming up meanwhile)
+ *   W_STREAM    the upstream's body, streaming down to the bot
+ *
+ * The bot going away (sink gone) cancels what can be cancelled: a call that has not written a
+ * byte (or not all of its request) is freed, so a request whose bot is gone is never
+ * forwarded; a written request runs to its end and its outcome is recorded. Either way the
+ * request then resumes through request_resume, which finishes it without a reply.
+ *
+ * Body memory: bodies read whole reserve their size, streamed bodies one window, from a
+ * process-wide budget ([server] max_buffered_body); a request that would exceed it gets 503.
  */
 #include "request.h"
 
-#include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/http_struct.h>
-#include <sys/queue.h>
-#include <event2/keyvalq_struct.h>
+#include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
-#include "headers.h"
+#include "config.h"
+#include "conn.h"
 #include "log.h"
-#include "upstream.h"
-#include "worker.h"
+#include "pool.h"
+#include "stats.h"
+
+#define STREAM_WINDOW (64 * 1024) /* budget held by a body streaming upstream */
+#define BODY_STEP 4096            /* budget grows by this for chunked bodies read whole */
+
+enum { W_NONE, W_BODY, W_HOOK, W_UPSTREAM, W_STREAM };
 
 /* ---- the step list ---- */
 
@@ -28,6 +47,8 @@ static unsigned nhooks[REQUEST_PHASE__COUNT];
 
 static request_done_fn done_hooks[MAX_HOOKS];
 static unsigned ndone_hooks;
+
+static atomic_size_t buffered_total;
 
 int request_done_hook_add(const char *name, request_done_fn fn)
 {
@@ -40,9 +61,9 @@ int request_done_hook_add(const char *name, request_done_fn fn)
 
 int request_hook_add(enum request_phase phase, const char *name, request_hook_fn fn)
 {
+    (void)name;
     if (phase >= REQUEST_PHASE__COUNT || nhooks[phase] >= MAX_HOOKS)
         return -1;
-    (void)name;
     hooks[phase][nhooks[phase]++] = fn;
     return 0;
 }
@@ -53,17 +74,15 @@ static enum request_next phase_body(struct gw_request *r);
 static enum request_next phase_forward(struct gw_request *r);
 static enum request_next phase_reply(struct gw_request *r);
 
-/* Steps before forwarding are numbered from 0; the response steps follow the forward step.
- * Hook steps are looked up through (phase, index) so registration order is kept. */
 struct step_ref {
     request_hook_fn builtin; /* NULL: the hooks of PHASE run here */
     enum request_phase phase;
 };
 
-/* The fixed order; hooks of a phase run where the phase marker stands. */
 static const struct step_ref order[] = {
     {phase_head, 0},
     {phase_route, 0},
+    {NULL, REQUEST_PHASE_HEAD},
     {phase_body, 0},
     {NULL, REQUEST_PHASE_POLICY},
     {NULL, REQUEST_PHASE_AUDIT},
@@ -72,57 +91,96 @@ static const struct step_ref order[] = {
     {phase_reply, 0},
 };
 #define NORDER (sizeof(order) / sizeof(order[0]))
+#define FORWARD_POS 6u
+_Static_assert(FORWARD_POS < NORDER, "phase_forward's position");
+
+static void request_finish(struct gw_request *r);
+
+static void finish_gone(struct gw_request *r)
+{
+    r->status = 499;
+    if (!r->error_code)
+        r->error_code = errors_info(GW_ERR_CLIENT_CLOSED)->code;
+    r->ended_by = "client";
+    request_finish(r);
+}
 
 /* r->step encodes (position in order) * MAX_HOOKS + hook index. */
 static void run_pipeline(struct gw_request *r)
 {
     for (;;) {
         unsigned pos = r->step / MAX_HOOKS, sub = r->step % MAX_HOOKS;
-        if (pos >= NORDER)
+        if (pos >= NORDER) {
+            finish_gone(r); /* only a streaming reply resumes here: its bot went away */
             return;
+        }
+        if (!r->conn && pos <= FORWARD_POS) {
+            finish_gone(r); /* the bot left before anything was forwarded */
+            return;
+        }
         const struct step_ref *s = &order[pos];
         request_hook_fn fn;
         if (s->builtin) {
-            fn = s->builtin;
+            fn = s->builtin; /* sets r->wait itself before it returns AGAIN */
             r->step = (pos + 1) * MAX_HOOKS;
         } else if (sub < nhooks[s->phase]) {
             fn = hooks[s->phase][sub];
             r->step++;
+            r->wait = W_HOOK; /* what the hook's AGAIN means */
         } else {
             r->step = (pos + 1) * MAX_HOOKS;
             continue;
         }
-        enum request_next next = fn(r);
-        if (next != REQUEST_NEXT)
-            return; /* AGAIN: resumed later; DONE: replied and freed */
+        /* After anything but NEXT, R may be gone already: a step that suspends may still have
+         * finished the request before returning (a refusal decided at once). */
+        if (fn(r) != REQUEST_NEXT)
+            return;
+        r->wait = W_NONE;
     }
 }
 
 void request_resume(struct gw_request *r)
 {
     r->cancel = NULL;
+    r->wait = W_NONE;
     run_pipeline(r);
 }
 
-/* ---- reply and end of life ---- */
-
-static void request_free(struct gw_request *r)
+static void wake_cb(evutil_socket_t fd, short what, void *arg)
 {
-    worker_request_finished(r->worker, r);
-    if (r->call)
-        upstream_call_free(r->call);
-    if (r->deadline)
-        event_free(r->deadline);
-    if (r->fwd_headers) {
-        evhttp_clear_headers(r->fwd_headers);
-        free(r->fwd_headers);
-    }
-    free(r);
+    request_resume(arg);
 }
+
+/* Resume from the loop, not from the current call. */
+static void wake(struct gw_request *r)
+{
+    event_active(&r->wake, EV_TIMEOUT, 0);
+}
+
+/* ---- body budget ---- */
+
+static bool budget_take(struct gw_request *r, size_t n)
+{
+    size_t limit = r->ctx->cfg->server.max_buffered_body;
+    size_t now = atomic_fetch_add(&buffered_total, n) + n;
+    if (now > limit) {
+        atomic_fetch_sub(&buffered_total, n);
+        return false;
+    }
+    r->body_reserved += n;
+    return true;
+}
+
+size_t request_buffered_bytes(void)
+{
+    return atomic_load(&buffered_total);
+}
+
+/* ---- end of life ---- */
 
 static void access_log(struct gw_request *r)
 {
-    if (!r->worker->cfg->log.access_log)
+    if (!r->ctx->cfg->log.access_log)
         return;
     uint64_t dur = util_now_ms() - r->t_start_ms;
     const struct route *rt = r->match.route;
@@ -131,70 +189,9 @@ static void access_log(struct gw_request *r)
              "\"upstream_ms\":%llu,\"bytes_in\":%zu,\"bytes_out\":%zu,\"ended_by\":\"%s\","
              "\"error\":%s%s%s,\"thread\":%d",
              r->id, r->method, rt ? rt->name : "-", r->status, (unsigned long long)dur,
-             (unsigned long long)r->t_up_ms, r->bytes_in, r->bytes_out, r->ended_by,
-             r->error_code ? "\"" : "", r->error_code ? r->error_code : "null",
-             r->error_code ? "\"" : "", r->worker->index);
-}
-
-/* The one place a reply leaves: sets the request id and connection handling, sends, logs and
- * frees R. BODY is drained (may be NULL). */
-static void send_reply(struct gw_request *r, int status, struct evbuffer *body)
-{
-    struct evkeyvalq *out = evhttp_request_get_output_headers(r->ereq);
-    evhttp_remove_header(out, "X-Request-Id");
-    evhttp_add_header(out, "X-Request-Id", r->id);
-    if (r->close || r->worker->draining) {
-        evhttp_remove_header(out, "Connection");
-        evhttp_add_header(out, "Connection", "close");
-    }
-    r->status = status;
-    r->bytes_out = body ? evbuffer_get_length(body) : 0;
-    if (r->deadline)
-        evtimer_del(r->deadline);
-    if (r->match.route)
-        atomic_fetch_add(&r->worker->status.by_endpoint[router_index(r->match.route)], 1);
-    /* Observers run while the bot's request is still at hand (peer, headers), with the
-     * status decided; evhttp may free the request once the reply is handed over. */
-    for (unsigned i = 0; i < ndone_hooks; i++)
-        done_hooks[i](r);
-    worker_reply_queued(r->worker, r->ereq);
-    evhttp_send_reply(r->ereq, status, NULL, body);
-    r->ereq = NULL;
-    access_log(r);
-    request_free(r);
-}
-
-void request_reply_refusal(struct gw_request *r, int status, const char *code, const char *message)
-{
-    r->error_code = code;
-    snprintf(r->error_message, sizeof(r->error_message), "%s", message ? message : "");
-    if (!r->ended_by)
-        r->ended_by = "gateway";
-    char *json = errors_body(code, message, r->id);
-    struct evbuffer *body = evbuffer_new();
-    if (json && body)
-        evbuffer_add(body, json, strlen(json));
-    free(json);
-    struct evkeyvalq *out = evhttp_request_get_output_headers(r->ereq);
-    evhttp_add_header(out, "Content-Type", "application/json; charset=utf-8");
-    evhttp_add_header(out, "Cache-Control", "no-store");
-    send_reply(r, status, body);
-    if (body)
-        evbuffer_free(body);
-}
-
-void request_reply_error(struct gw_request *r, enum gw_err err, const char *message)
-{
-    const struct gw_err_info *info = errors_info(err);
-    if (err == GW_ERR_BAD_FRAMING || err == GW_ERR_BAD_HEADER || err == GW_ERR_BAD_REQUEST ||
-        err == GW_ERR_BAD_TARGET)
-        r->close = true; /* the rest of the stream cannot be trusted */
-    if (err == GW_ERR_METHOD && r->match.route && r->match.route->allow)
-        evhttp_add_header(evhttp_request_get_output_headers(r->ereq), "Allow",
-                          r->match.route->allow);
-    if (err == GW_ERR_SHUTTING_DOWN || err == GW_ERR_QUEUE_FULL)
-        evhttp_add_header(evhttp_request_get_output_headers(r->ereq), "Retry-After", "1");
-    request_reply_refusal(r, info->status, info->code, message ? message : info->message);
+             (unsigned long long)r->t_up_ms, r->bytes_in, r->bytes_out,
+             r->ended_by ? r->ended_by : "gateway", r->error_code ? "\"" : "",
+             r->error_code ? r->error_code : "null", r->error_code ? "\"" : "", r->ctx->index);
 }
 
 static void stop_pending_work(struct gw_request *r)
@@ -210,77 +207,405 @@ static void stop_pending_work(struct gw_request *r)
     }
 }
 
-void request_abort(struct gw_request *r)
+static void request_finish(struct gw_request *r)
 {
-    stop_pending_work(r);
-    r->ended_by = "shutdown";
-    request_reply_error(r, GW_ERR_SHUTTING_DOWN, NULL);
+    struct gw_ctx *ctx = r->ctx;
+    if (r->conn && !r->replied) { /* never leave a bot without an end */
+        conn_abort(r->conn);
+        r->conn = NULL;
+    }
+    if (r->cancel) {
+        void (*cancel)(struct gw_request *) = r->cancel;
+        r->cancel = NULL;
+        cancel(r);
+    }
+    event_del(&r->deadline);
+    event_del(&r->wake);
+    if (r->match.route)
+        STAT_INC(ctx->stats, by_endpoint[router_index(r->match.route)]);
+    for (unsigned i = 0; i < ndone_hooks; i++)
+        done_hooks[i](r);
+    access_log(r);
+    if (r->call)
+        upstream_call_free(r->call);
+    if (r->body_reserved)
+        atomic_fetch_sub(&buffered_total, r->body_reserved);
+    TAILQ_REMOVE(&ctx->requests, r, link);
+    ctx->nrequests--;
+    STAT_DEC(ctx->stats, inflight);
+    bytes_free(&r->body);
+    bytes_free(&r->up_head);
+    free(r);
 }
+
+/* ---- the gateway's own replies ---- */
+
+void request_reply_header(struct gw_request *r, const char *name, const char *value)
+{
+    size_t room = sizeof(r->reply_headers) - r->reply_headers_len;
+    int n = snprintf(r->reply_headers + r->reply_headers_len, room, "%s: %s\r\n", name, value);
+    if (n > 0 && (size_t)n < room)
+        r->reply_headers_len += (size_t)n;
+}
+
+static bool closing(struct gw_request *r)
+{
+    return r->close || r->ctx->draining || conn_must_close(r->conn);
+}
+
+static const char *connection_line(struct gw_request *r, bool close)
+{
+    if (close)
+        return "Connection: close\r\n";
+    return r->http_minor == 0 ? "Connection: keep-alive\r\n" : "";
+}
+
+/* Send a complete reply and hand the connection back. */
+static void send_whole(struct gw_request *r, const char *head, size_t hlen, const char *body,
+                       size_t blen, bool close)
+{
+    struct iovec iov[2] = {{(void *)head, hlen}, {(void *)body, blen}};
+    conn_send(r->conn, iov, blen ? 2 : 1, CONN_END | (close ? CONN_CLOSE : 0));
+    r->conn = NULL;
+    r->replied = true;
+    r->bytes_out = blen;
+}
+
+void request_reply_refusal(struct gw_request *r, int status, const char *code, const char *message)
+{
+    r->error_code = code;
+    snprintf(r->error_message, sizeof(r->error_message), "%s", message ? message : "");
+    if (!r->ended_by)
+        r->ended_by = "gateway";
+    r->status = status;
+    if (r->conn) {
+        char *json = errors_body(code, message, r->id);
+        bool close = closing(r);
+        char head[1024];
+        int n = snprintf(head, sizeof(head),
+                         "HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\n"
+                         "Cache-Control: no-store\r\nContent-Length: %zu\r\nX-Request-Id: %s\r\n"
+                         "%.*s%s\r\n",
+                         status, errors_reason(status), json ? strlen(json) : 0, r->id,
+                         (int)r->reply_headers_len, r->reply_headers, connection_line(r, close));
+        if (n < 0 || (size_t)n >= sizeof(head))
+            n = 0;
+        send_whole(r, head, (size_t)n, json, json ? strlen(json) : 0, close);
+        free(json);
+    }
+    request_finish(r);
+}
+
+void request_reply_error(struct gw_request *r, enum gw_err err, const char *message)
+{
+    const struct gw_err_info *info = errors_info(err);
+    switch (err) {
+    case GW_ERR_BAD_REQUEST:
+    case GW_ERR_BAD_FRAMING:
+    case GW_ERR_BAD_HEADER:
+    case GW_ERR_BAD_TARGET:
+    case GW_ERR_BAD_CHUNK:
+    case GW_ERR_BAD_HOST:
+    case GW_ERR_HEADERS_TOO_LARGE:
+    case GW_ERR_CLIENT_TIMEOUT:
+    case GW_ERR_EXPECTATION:
+        r->close = true; /* the rest of the stream cannot be trusted */
+        break;
+    case GW_ERR_METHOD:
+        if (r->match.route && r->match.route->allow)
+            request_reply_header(r, "Allow", r->match.route->allow);
+        break;
+    case GW_ERR_SHUTTING_DOWN:
+    case GW_ERR_QUEUE_FULL:
+    case GW_ERR_QUEUE_TIMEOUT:
+    case GW_ERR_OVERLOADED:
+        request_reply_header(r, "Retry-After", "1");
+        break;
+    default:
+        break;
+    }
+    request_reply_refusal(r, info->status, info->code, message ? message : info->message);
+}
+
+const char *request_header(const struct gw_request *r, const char *name)
+{
+    return headers_get(r->fields, r->nfields, name);
+}
+
+unsigned request_header_count(const struct gw_request *r, const char *name)
+{
+    return headers_count(r->fields, r->nfields, name);
+}
+
+/* ---- deadline, shutdown ---- */
 
 static void deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct gw_request *r = arg;
     stop_pending_work(r);
     r->ended_by = "timeout";
+    if (r->reply_started) { /* the bot has part of an answer: cut it off */
+        r->error_code = errors_info(GW_ERR_REQUEST_TIMEOUT)->code;
+        if (r->conn)
+            conn_abort(r->conn);
+        r->conn = NULL;
+        r->replied = true;
+        request_finish(r);
+        return;
+    }
     request_reply_error(r, GW_ERR_REQUEST_TIMEOUT, NULL);
 }
 
-/* ---- built-in phases ---- */
-
-static const char *method_name(enum evhttp_cmd_type t)
+void request_abort_all(struct gw_ctx *ctx)
 {
-    switch (t) {
-    case EVHTTP_REQ_GET:
-        return "GET";
-    case EVHTTP_REQ_POST:
-        return "POST";
-    case EVHTTP_REQ_HEAD:
-        return "HEAD";
-    case EVHTTP_REQ_PUT:
-        return "PUT";
-    case EVHTTP_REQ_DELETE:
-        return "DELETE";
-    case EVHTTP_REQ_OPTIONS:
-        return "OPTIONS";
-    case EVHTTP_REQ_TRACE:
-        return "TRACE";
-    case EVHTTP_REQ_CONNECT:
-        return "CONNECT";
-    case EVHTTP_REQ_PATCH:
-        return "PATCH";
+    struct gw_request *r;
+    while ((r = TAILQ_FIRST(&ctx->requests)) != NULL) {
+        stop_pending_work(r);
+        r->ended_by = "shutdown";
+        if (r->reply_started) {
+            r->error_code = errors_info(GW_ERR_SHUTTING_DOWN)->code;
+            if (r->conn)
+                conn_abort(r->conn);
+            r->conn = NULL;
+            r->replied = true;
+            request_finish(r);
+        } else {
+            request_reply_error(r, GW_ERR_SHUTTING_DOWN, NULL);
+        }
     }
-    return "?";
 }
+
+/* ---- the bot's connection reports ---- */
+
+static int sink_body(void *arg, const char *data, size_t len)
+{
+    struct gw_request *r = arg;
+    r->bytes_in += len;
+    if (r->bytes_in > r->body_limit) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "the %s body is larger than the %zu bytes this gateway accepts",
+                 r->match.route ? r->match.route->name : "request", r->body_limit);
+        stop_pending_work(r);
+        r->close = true;
+        request_reply_error(r, GW_ERR_BODY_TOO_LARGE, msg);
+        return -1;
+    }
+    if (r->body_whole) {
+        if (r->body.len + len > r->body_reserved &&
+            !budget_take(r, len > BODY_STEP ? len : BODY_STEP)) {
+            r->close = true;
+            request_reply_error(r, GW_ERR_OVERLOADED,
+                                "the gateway holds as many request bodies "
+                                "as it may ([server] max_buffered_body)");
+            return -1;
+        }
+        if (bytes_add(&r->body, data, len) != 0) {
+            r->close = true;
+            request_reply_error(r, GW_ERR_OVERLOADED, "out of memory for the request body");
+            return -1;
+        }
+        return 0;
+    }
+    if (!r->call)
+        return 0; /* the upstream already answered: the rest is dropped */
+    int full;
+    if (r->chunked) { /* re-framed: one chunk per piece */
+        char size[24];
+        int n = snprintf(size, sizeof(size), "%zx\r\n", len);
+        upstream_call_write(r->call, size, (size_t)n);
+        upstream_call_write(r->call, data, len);
+        full = upstream_call_write(r->call, "\r\n", 2);
+    } else {
+        full = upstream_call_write(r->call, data, len);
+    }
+    if (full && r->conn)
+        conn_pause_body(r->conn);
+    return 0;
+}
+
+static void sink_body_end(void *arg)
+{
+    struct gw_request *r = arg;
+    r->body_complete = true;
+    if (r->body_whole) {
+        if (r->wait == W_BODY)
+            request_resume(r);
+        return;
+    }
+    if (r->call) {
+        if (r->chunked)
+            upstream_call_write(r->call, "0\r\n\r\n", 5);
+        upstream_call_write_end(r->call);
+    }
+}
+
+static void sink_body_error(void *arg, enum gw_err err, const char *why)
+{
+    struct gw_request *r = arg;
+    /* An incomplete request never reaches the upstream whole: its call is closed. */
+    stop_pending_work(r);
+    r->close = true;
+    if (r->reply_started) {
+        r->error_code = errors_info(err)->code;
+        conn_abort(r->conn);
+        r->conn = NULL;
+        r->replied = true;
+        request_finish(r);
+        return;
+    }
+    if (err == GW_ERR_CLIENT_TIMEOUT)
+        r->ended_by = "timeout";
+    request_reply_error(r, err, why);
+}
+
+static void sink_gone(void *arg)
+{
+    struct gw_request *r = arg;
+    r->conn = NULL;
+    if (!r->ended_by)
+        r->ended_by = "client";
+    switch (r->wait) {
+    case W_BODY:
+        wake(r);
+        break;
+    case W_UPSTREAM:
+        /* Not forwarded yet, or its body cut short: cancel. Written whole: let it finish, so
+         * the outcome records what Anymate said. */
+        if (r->call && !upstream_call_request_written(r->call)) {
+            upstream_call_free(r->call);
+            r->call = NULL;
+            wake(r);
+        }
+        break;
+    case W_STREAM:
+        if (r->call) {
+            upstream_call_free(r->call);
+            r->call = NULL;
+        }
+        wake(r);
+        break;
+    default:
+        break; /* a hook resumes it */
+    }
+}
+
+static void sink_drained(void *arg)
+{
+    struct gw_request *r = arg;
+    if (r->call)
+        upstream_call_resume(r->call);
+}
+
+static const struct conn_sink sink = {
+    .body = sink_body,
+    .body_end = sink_body_end,
+    .body_error = sink_body_error,
+    .gone = sink_gone,
+    .drained = sink_drained,
+};
+
+/* ---- the upstream call reports ---- */
+
+static void up_head(void *arg)
+{
+    request_resume(arg); /* response hooks, then phase_reply sends the head */
+}
+
+static int up_body(void *arg, const char *data, size_t len)
+{
+    struct gw_request *r = arg;
+    if (!r->conn)
+        return 0;
+    r->bytes_out += len;
+    if (r->stream_chunked) {
+        char size[24];
+        int n = snprintf(size, sizeof(size), "%zx\r\n", len);
+        struct iovec iov[3] = {{size, (size_t)n}, {(void *)data, len}, {"\r\n", 2}};
+        return conn_send(r->conn, iov, 3, 0);
+    }
+    struct iovec iov = {(void *)data, len};
+    return conn_send(r->conn, &iov, 1, 0);
+}
+
+static void log_upstream_failure(struct gw_request *r, enum gw_err err)
+{
+    char d[300];
+    log_warn("upstream failed",
+             "\"id\":\"%s\",\"upstream\":\"%s\",\"error\":\"%s\",\"detail\":\"%s\","
+             "\"attempts\":%d",
+             r->id, r->match.route->upstream == ROUTE_UPSTREAM_AUTH ? "auth" : "api",
+             errors_info(err)->code, log_json_escape(upstream_call_detail(r->call), d, sizeof(d)),
+             upstream_call_attempts(r->call));
+}
+
+/* The streamed response ended (or failed after its head went out). */
+static void stream_end(struct gw_request *r)
+{
+    r->wait = W_NONE;
+    if (!r->conn) {
+        finish_gone(r);
+        return;
+    }
+    if (upstream_call_status(r->call) == 0) {
+        enum gw_err err = upstream_call_error(r->call);
+        log_upstream_failure(r, err);
+        r->error_code = errors_info(err)->code;
+        r->ended_by = err == GW_ERR_UPSTREAM_TIMEOUT ? "timeout" : "upstream";
+        conn_abort(r->conn); /* the bot sees a cut reply, not a complete wrong one */
+        r->conn = NULL;
+        r->replied = true;
+        request_finish(r);
+        return;
+    }
+    struct iovec end = {"0\r\n\r\n", 5};
+    conn_send(r->conn, &end, r->stream_chunked ? 1 : 0, CONN_END | (r->close ? CONN_CLOSE : 0));
+    r->conn = NULL;
+    r->replied = true;
+    request_finish(r);
+}
+
+static void up_done(void *arg)
+{
+    struct gw_request *r = arg;
+    r->t_up_ms = util_now_ms() - r->t_up_start_ms;
+    if (r->wait == W_STREAM) {
+        stream_end(r);
+        return;
+    }
+    request_resume(r);
+}
+
+static void up_drained(void *arg)
+{
+    struct gw_request *r = arg;
+    if (r->conn)
+        conn_read_body(r->conn);
+}
+
+static const struct upstream_call_ops up_ops = {
+    .head = up_head,
+    .body = up_body,
+    .done = up_done,
+    .drained = up_drained,
+};
+
+/* ---- built-in phases ---- */
 
 static enum request_next phase_head(struct gw_request *r)
 {
-    const char *uri = evhttp_request_get_uri(r->ereq);
-    struct evkeyvalq *in = evhttp_request_get_input_headers(r->ereq);
-
     /* Request id first, so that even a refusal carries one. */
-    const char *given = evhttp_find_header(in, "X-Request-Id");
-    if (given && headers_count(in, "X-Request-Id") == 1 && util_request_id_ok(given, strlen(given)))
+    const char *given = request_header(r, "X-Request-Id");
+    if (given && request_header_count(r, "X-Request-Id") == 1 &&
+        util_request_id_ok(given, strlen(given)))
         snprintf(r->id, sizeof(r->id), "%s", given);
-    else
-        util_uuid7(r->id);
-
-    if (!uri || uri[0] != '/') {
+    if (r->ctx->draining) {
+        r->close = true;
+        r->ended_by = "shutdown";
+        request_reply_error(r, GW_ERR_SHUTTING_DOWN, NULL);
+        return REQUEST_DONE;
+    }
+    if (r->target[0] != '/') {
         request_reply_error(r, GW_ERR_BAD_TARGET, NULL);
-        return REQUEST_DONE;
-    }
-    /* libevent accepts any HTTP/x.y; only 1.0 and 1.1 mean what the gateway implements. */
-    if (r->ereq->major != 1 || r->ereq->minor > 1) {
-        r->ereq->major = 1; /* evhttp echoes the request's version in the status line */
-        r->ereq->minor = 1;
-        request_reply_error(r, GW_ERR_BAD_REQUEST, "only HTTP/1.0 and HTTP/1.1 are supported");
-        return REQUEST_DONE;
-    }
-    enum gw_err err;
-    const char *why = NULL;
-    size_t line_len = strlen(r->method) + strlen(uri) + 11; /* " HTTP/1.1\r\n" */
-    if (headers_check_request(in, line_len, r->worker->cfg->server.max_header_size, &err, &why) !=
-        0) {
-        request_reply_error(r, err, why);
         return REQUEST_DONE;
     }
     return REQUEST_NEXT;
@@ -288,14 +613,12 @@ static enum request_next phase_head(struct gw_request *r)
 
 static enum request_next phase_route(struct gw_request *r)
 {
-    unsigned method = (unsigned)evhttp_request_get_command(r->ereq);
     const char *why = NULL;
-    if (router_canonical_path(evhttp_request_get_uri(r->ereq), r->path, sizeof(r->path), &why) !=
-        0) {
+    if (router_canonical_path(r->target, r->path, sizeof(r->path), &why) != 0) {
         request_reply_refusal(r, 400, "request.noncanonical_path", why);
         return REQUEST_DONE;
     }
-    if (router_match(method, r->path, &r->match) != 0) {
+    if (router_match(r->method_bit, r->path, &r->match) != 0) {
         request_reply_error(r, GW_ERR_NOT_FOUND, NULL);
         return REQUEST_DONE;
     }
@@ -309,125 +632,265 @@ static enum request_next phase_route(struct gw_request *r)
     return REQUEST_NEXT;
 }
 
-static enum request_next phase_body(struct gw_request *r)
+static enum request_next refuse_size(struct gw_request *r)
 {
-    struct evbuffer *body = evhttp_request_get_input_buffer(r->ereq);
-    r->bytes_in = evbuffer_get_length(body);
-    /* evhttp enforces the same limit while reading; this guards chunked edge cases. */
-    if (r->bytes_in > r->worker->cfg->server.max_body_size) {
-        r->close = true;
-        request_reply_error(r, GW_ERR_BODY_TOO_LARGE, NULL);
-        return REQUEST_DONE;
-    }
-    return REQUEST_NEXT;
+    char msg[200];
+    snprintf(msg, sizeof(msg), "the %s body is %" PRIu64 " bytes; this gateway accepts at most %zu",
+             r->match.route->name, r->content_length, r->body_limit);
+    r->close = true;
+    request_reply_error(r, GW_ERR_BODY_TOO_LARGE, msg);
+    return REQUEST_DONE;
 }
 
-static void forward_done(struct upstream_call *call, void *arg);
-
-static int build_forward_headers(struct gw_request *r)
+static enum request_next phase_body(struct gw_request *r)
 {
-    struct evkeyvalq *in = evhttp_request_get_input_headers(r->ereq);
-    r->fwd_headers = calloc(1, sizeof(*r->fwd_headers));
-    if (!r->fwd_headers)
-        return -1;
-    TAILQ_INIT(r->fwd_headers);
-    if (headers_copy(in, r->fwd_headers, true) != 0)
-        return -1;
-    evhttp_add_header(r->fwd_headers, "X-Request-Id", r->id);
-    if (r->worker->cfg->server.x_forwarded_for) {
-        char *peer = NULL;
-        ev_uint16_t port = 0;
-        evhttp_connection_get_peer(evhttp_request_get_connection(r->ereq), &peer, &port);
-        const char *prev = evhttp_find_header(in, "X-Forwarded-For");
-        char xff[512];
-        if (prev)
-            snprintf(xff, sizeof(xff), "%s, %s", prev, peer ? peer : "unknown");
-        else
-            snprintf(xff, sizeof(xff), "%s", peer ? peer : "unknown");
-        evhttp_add_header(r->fwd_headers, "X-Forwarded-For", xff);
+    if (!r->has_length && !r->chunked) {
+        r->body_complete = true;
+        return REQUEST_NEXT;
     }
-    return 0;
+    if (r->has_length && r->content_length > r->body_limit)
+        return refuse_size(r);
+    if (!r->body_whole) {
+        r->streaming_up = true; /* forward starts it */
+        return REQUEST_NEXT;
+    }
+    size_t want = r->has_length ? (size_t)r->content_length : BODY_STEP;
+    if (!budget_take(r, want)) {
+        r->close = true;
+        request_reply_error(r, GW_ERR_OVERLOADED,
+                            "the gateway holds as many request bodies as "
+                            "it may ([server] max_buffered_body)");
+        return REQUEST_DONE;
+    }
+    if (bytes_reserve(&r->body, want) != 0) {
+        r->close = true;
+        request_reply_error(r, GW_ERR_OVERLOADED, "out of memory for the request body");
+        return REQUEST_DONE;
+    }
+    r->wait = W_BODY;
+    conn_read_body(r->conn);
+    return REQUEST_AGAIN;
+}
+
+static int build_upstream_head(struct gw_request *r, struct pool *pool)
+{
+    struct bytes *b = &r->up_head;
+    const struct config *cfg = r->ctx->cfg;
+    int rc =
+        bytes_printf(b, "%s %s HTTP/1.1\r\nHost: %s\r\n", r->method, r->target, pool_host(pool));
+    for (unsigned i = 0; i < r->nfields && rc == 0; i++)
+        if (headers_forward(r->fields, r->nfields, i, true))
+            rc = bytes_printf(b, "%s: %s\r\n", r->fields[i].name, r->fields[i].value);
+    if (rc == 0)
+        rc = bytes_printf(b, "X-Request-Id: %s\r\n", r->id);
+    if (rc == 0 && cfg->server.x_forwarded_for) {
+        const char *prev = request_header(r, "X-Forwarded-For");
+        rc = prev ? bytes_printf(b, "X-Forwarded-For: %s, %s\r\n", prev, r->peer)
+                  : bytes_printf(b, "X-Forwarded-For: %s\r\n", r->peer);
+    }
+    if (rc == 0) {
+        /* Framing is rebuilt from what the gateway reads, never copied. */
+        if (r->streaming_up && !r->has_length)
+            rc = bytes_addstr(b, "Transfer-Encoding: chunked\r\n");
+        else if (r->streaming_up)
+            rc = bytes_printf(b, "Content-Length: %" PRIu64 "\r\n", r->content_length);
+        else if (r->body.len > 0 || r->has_length || r->chunked ||
+                 (r->method_bit & (ROUTE_POST | ROUTE_PUT | ROUTE_PATCH)))
+            rc = bytes_printf(b, "Content-Length: %zu\r\n", r->body.len);
+    }
+    if (rc == 0)
+        rc = bytes_addstr(b, "\r\n");
+    return rc;
 }
 
 static enum request_next phase_forward(struct gw_request *r)
 {
-    if (build_forward_headers(r) != 0) {
-        request_reply_error(r, GW_ERR_BAD_HEADER, NULL);
+    struct pool *pool = r->ctx->pools[r->match.route->upstream];
+    if (build_upstream_head(r, pool) != 0) {
+        request_reply_error(r, GW_ERR_OVERLOADED, "out of memory for the upstream request");
         return REQUEST_DONE;
     }
-    struct upstream_request ureq = {
-        .method = evhttp_request_get_command(r->ereq),
-        .uri = evhttp_request_get_uri(r->ereq),
-        .headers = r->fwd_headers,
-        .body = evhttp_request_get_input_buffer(r->ereq),
+    if (r->streaming_up && !budget_take(r, STREAM_WINDOW)) {
+        r->close = true;
+        request_reply_error(r, GW_ERR_OVERLOADED,
+                            "the gateway holds as many request bodies as "
+                            "it may ([server] max_buffered_body)");
+        return REQUEST_DONE;
+    }
+    r->up_iov[0].iov_base = r->up_head.data;
+    r->up_iov[0].iov_len = r->up_head.len;
+    r->up_iov[1].iov_base = r->body.data;
+    r->up_iov[1].iov_len = r->body.len;
+    struct upstream_request req = {
+        .iov = r->up_iov,
+        .niov = r->body.len ? 2 : 1,
+        .body_follows = r->streaming_up,
+        .head_request = r->method_bit == ROUTE_HEAD,
+        .stream_response = !r->buffer_response,
     };
-    enum gw_err err;
-    struct upstream_pool *pool = r->worker->pools[r->match.route->upstream];
     r->t_up_start_ms = util_now_ms();
-    r->call = upstream_call_start(pool, &ureq, forward_done, r, &err);
+    r->call = upstream_call_start(pool, &req, &up_ops, r);
     if (!r->call) {
-        request_reply_error(r, err, NULL);
+        request_reply_error(r, GW_ERR_OVERLOADED, "out of memory for the upstream call");
         return REQUEST_DONE;
     }
+    r->forwarded = true;
+    r->wait = W_UPSTREAM;
+    if (r->streaming_up)
+        conn_read_body(r->conn);
     return REQUEST_AGAIN;
 }
 
-static void forward_done(struct upstream_call *call, void *arg)
+/* Reply head for the upstream's answer: its end-to-end headers, our id and framing. */
+static int build_reply_head(struct gw_request *r, struct bytes *b, int status, const char *framing,
+                            bool close)
 {
-    struct gw_request *r = arg;
-    r->t_up_ms = util_now_ms() - r->t_up_start_ms;
-    run_pipeline(r); /* response hooks, then phase_reply */
+    unsigned n;
+    const struct hfield *f = upstream_call_headers(r->call, &n);
+    int rc = bytes_printf(b, "HTTP/1.1 %d %s\r\n", status,
+                          strcmp(errors_reason(status), "Unknown") ? errors_reason(status) : "");
+    for (unsigned i = 0; i < n && rc == 0; i++)
+        if (headers_forward(f, n, i, false))
+            rc = bytes_printf(b, "%s: %s\r\n", f[i].name, f[i].value);
+    if (rc == 0)
+        rc = bytes_printf(b, "X-Request-Id: %s\r\n%s%s\r\n", r->id, framing,
+                          connection_line(r, close));
+    return rc;
 }
 
 static enum request_next phase_reply(struct gw_request *r)
 {
+    if (!r->conn) {
+        finish_gone(r);
+        return REQUEST_DONE;
+    }
     struct upstream_call *call = r->call;
     int status = upstream_call_status(call);
     if (status == 0) {
         enum gw_err err = upstream_call_error(call);
-        const char *detail = upstream_call_detail(call);
         const struct gw_err_info *info = errors_info(err);
         char msg[300];
-        snprintf(msg, sizeof(msg), "%s: %s", info->message, detail);
-        log_warn("upstream failed",
-                 "\"id\":\"%s\",\"upstream\":\"%s\",\"error\":\"%s\",\"detail\":\"%s\","
-                 "\"attempts\":%d",
-                 r->id, r->match.route->upstream == ROUTE_UPSTREAM_AUTH ? "auth" : "api",
-                 info->code, detail, upstream_call_attempts(call));
+        snprintf(msg, sizeof(msg), "%s: %s", info->message, upstream_call_detail(call));
+        log_upstream_failure(r, err);
         r->ended_by = err == GW_ERR_UPSTREAM_TIMEOUT ? "timeout" : "upstream";
         request_reply_error(r, err, msg);
         return REQUEST_DONE;
     }
-    struct evkeyvalq *out = evhttp_request_get_output_headers(r->ereq);
-    headers_copy(upstream_call_headers(call), out, false);
     r->ended_by = "upstream";
-    send_reply(r, status, upstream_call_body(call));
-    return REQUEST_DONE;
+    r->status = status;
+    bool no_body = r->method_bit == ROUTE_HEAD || status == 204 || status == 304 || status < 200;
+    struct bytes head = {0};
+    char framing[64] = "";
+    if (r->buffer_response) {
+        size_t blen = 0;
+        const char *body = upstream_call_body(call, &blen);
+        uint64_t ulen;
+        if (r->method_bit == ROUTE_HEAD && upstream_call_has_length(call, &ulen))
+            snprintf(framing, sizeof(framing), "Content-Length: %" PRIu64 "\r\n", ulen);
+        else if (!no_body)
+            snprintf(framing, sizeof(framing), "Content-Length: %zu\r\n", blen);
+        bool close = closing(r);
+        if (build_reply_head(r, &head, status, framing, close) != 0) {
+            bytes_free(&head);
+            request_reply_error(r, GW_ERR_OVERLOADED, "out of memory for the reply");
+            return REQUEST_DONE;
+        }
+        send_whole(r, head.data, head.len, body, blen, close);
+        bytes_free(&head);
+        request_finish(r);
+        return REQUEST_DONE;
+    }
+    /* Streaming: the head now, the body as it comes. */
+    uint64_t ulen = 0;
+    bool has_len = upstream_call_has_length(call, &ulen);
+    if (no_body) {
+        framing[0] = '\0';
+    } else if (has_len) {
+        snprintf(framing, sizeof(framing), "Content-Length: %" PRIu64 "\r\n", ulen);
+    } else if (r->http_minor >= 1) {
+        snprintf(framing, sizeof(framing), "Transfer-Encoding: chunked\r\n");
+        r->stream_chunked = true;
+    } else {
+        r->close = true; /* HTTP/1.0 bot, length unknown: the close ends the body */
+    }
+    bool close = closing(r);
+    r->close = close;
+    if (build_reply_head(r, &head, status, framing, close) != 0) {
+        bytes_free(&head);
+        request_reply_error(r, GW_ERR_OVERLOADED, "out of memory for the reply");
+        return REQUEST_DONE;
+    }
+    struct iovec iov = {head.data, head.len};
+    conn_send(r->conn, &iov, 1, 0);
+    bytes_free(&head);
+    r->reply_started = true;
+    r->wait = W_STREAM;
+    return REQUEST_AGAIN;
 }
 
 /* ---- entry ---- */
 
-void request_handle(struct evhttp_request *ereq, void *arg)
+static struct gw_request *request_new(struct gw_ctx *ctx, struct conn *c,
+                                      const struct http1_head *h, const char *hbuf)
 {
-    struct worker *w = arg;
-    struct gw_request *r = calloc(1, sizeof(*r));
+    size_t nf = h ? h->nfields : 0, hlen = h ? h->len + 1 : 0;
+    struct gw_request *r = calloc(1, sizeof(*r) + sizeof(struct hfield) * nf + hlen);
+    if (!r)
+        return NULL;
+    r->ctx = ctx;
+    r->conn = c;
+    r->t_start_ms = conn_head_started(c);
+    if (r->t_start_ms == 0)
+        r->t_start_ms = util_now_ms();
+    r->t_wall_ms = util_wall_ms();
+    r->body_limit = ctx->cfg->server.max_body_size;
+    util_uuid7(r->id);
+    conn_peer(c, r->peer, sizeof(r->peer));
+    r->method = r->target = "-";
+    if (h) {
+        struct hfield *fields = (struct hfield *)(r + 1);
+        char *copy = (char *)(fields + nf);
+        headers_copy_head(h, hbuf, copy, fields, &r->method, &r->target);
+        r->fields = fields;
+        r->nfields = h->nfields;
+        r->method_bit = router_method_bit(r->method);
+        r->http_minor = h->minor;
+        r->has_length = h->body == HTTP1_BODY_LENGTH;
+        r->content_length = h->content_length;
+        r->chunked = h->body == HTTP1_BODY_CHUNKED;
+    }
+    event_assign(&r->wake, ctx->base, -1, 0, wake_cb, r);
+    evtimer_assign(&r->deadline, ctx->base, deadline_cb, r);
+    uint64_t spent = util_now_ms() - r->t_start_ms;
+    uint64_t ms = ctx->cfg->server.request_timeout_ms;
+    ms = ms > spent ? ms - spent : 0;
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(&r->deadline, &tv);
+    TAILQ_INSERT_TAIL(&ctx->requests, r, link);
+    ctx->nrequests++;
+    STAT_INC(ctx->stats, requests);
+    STAT_INC(ctx->stats, inflight);
+    return r;
+}
+
+void request_on_head(void *arg, struct conn *c, const struct http1_head *h, const char *hbuf,
+                     enum gw_err err, const char *why)
+{
+    struct gw_ctx *ctx = arg;
+    struct gw_request *r = request_new(ctx, c, h, hbuf);
     if (!r) {
-        evhttp_send_error(ereq, 500, NULL);
+        static const char oom[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                                  "Retry-After: 1\r\nConnection: close\r\n\r\n";
+        struct iovec iov = {(void *)oom, sizeof(oom) - 1};
+        conn_send(c, &iov, 1, CONN_END | CONN_CLOSE);
         return;
     }
-    r->worker = w;
-    r->ereq = ereq;
-    r->method = method_name(evhttp_request_get_command(ereq));
-    r->t_start_ms = util_now_ms();
-    r->t_wall_ms = util_wall_ms();
-    r->ended_by = NULL;
-    worker_request_started(w, r);
-
-    r->deadline = evtimer_new(w->base, deadline_cb, r);
-    if (r->deadline) {
-        uint32_t ms = w->cfg->server.request_timeout_ms;
-        struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-        evtimer_add(r->deadline, &tv);
+    conn_attach(c, &sink, r);
+    if (!h) {
+        if (err == GW_ERR_CLIENT_TIMEOUT)
+            r->ended_by = "timeout";
+        request_reply_error(r, err, why);
+        return;
     }
     run_pipeline(r);
 }

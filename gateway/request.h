@@ -1,37 +1,48 @@
 /*
- * request: the per-request object and the phase pipeline every request goes through
- * (design.md §2, evhtp-style):
+ * request: the per-request object and the phase pipeline every request goes through:
  *
- *   head (target, framing, header limits, request id) -> route -> body (limit)
- *     -> [policy hooks] -> [audit hooks] -> forward (upstream pool)
- *     -> [response hooks] -> reply -> access log
+ *   head (request id, target) -> route -> [head hooks] -> body -> [policy hooks]
+ *     -> [audit hooks] -> forward (upstream pool) -> [response hooks] -> reply
+ *     -> done observers, access log
  *
- * A request object owns everything the request holds (forward headers, upstream call, timer)
- * and is freed right after its reply, which is sent exactly once, from request_reply_*.
- * Modules plug into the bracketed phases with request_hook_add before the workers start; a
- * hook returns REQUEST_NEXT to continue, REQUEST_AGAIN when it will call request_resume later
- * (after setting r->cancel so a timeout can abort it), or REQUEST_DONE after replying itself.
+ * Lifetime. A request is created when its head arrives and copies what it needs from it (the
+ * head's bytes, the bot's address); afterwards it reaches its bot's connection only through
+ * r->conn, which the connection clears when the bot goes away (the request then finishes
+ * without forwarding if it has not forwarded yet, or records what the upstream said if it
+ * has). The request owns everything it holds (body, upstream call, timers) and is freed right
+ * after its reply, which is sent exactly once.
+ *
+ * Hooks. Modules plug into the bracketed phases with request_hook_add before the workers
+ * start. A hook returns REQUEST_NEXT to continue, REQUEST_AGAIN when it will call
+ * request_resume later (after setting r->cancel so a deadline or shutdown can stop it), or
+ * REQUEST_DONE after replying itself. request_resume never runs inside the hook that returned
+ * AGAIN: completions come from the loop. After AGAIN or DONE the pipeline does not touch the
+ * request again (a hook may have finished it while deciding to wait).
  */
 #ifndef GW_REQUEST_H
 #define GW_REQUEST_H
 
+#include <event2/event_struct.h>
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/queue.h>
 
+#include "buf.h"
+#include "ctx.h"
 #include "errors.h"
+#include "headers.h"
 #include "payload.h"
 #include "router.h"
 #include "util.h"
 
-struct evhttp_request;
-struct evkeyvalq;
-struct worker;
+struct conn;
 struct upstream_call;
 
 enum request_next { REQUEST_NEXT, REQUEST_AGAIN, REQUEST_DONE };
 
 enum request_phase {
+    REQUEST_PHASE_HEAD,     /* after routing, before the body is read: allow-list, bearer, size */
     REQUEST_PHASE_POLICY,   /* after the body is read: validation, policy */
     REQUEST_PHASE_AUDIT,    /* before forwarding: make the audit record durable */
     REQUEST_PHASE_RESPONSE, /* after the upstream answered (or failed), before the reply */
@@ -42,58 +53,98 @@ struct gw_request;
 typedef enum request_next (*request_hook_fn)(struct gw_request *r);
 
 struct gw_request {
-    TAILQ_ENTRY(gw_request) link; /* on the worker's in-flight list */
-    struct worker *worker;
-    struct evhttp_request *ereq; /* downstream request (owned by evhttp); NULL once replied */
+    TAILQ_ENTRY(gw_request) link; /* on ctx->requests */
+    struct gw_ctx *ctx;
+    struct conn *conn; /* the bot's connection; NULL once it is gone or the reply handed over */
     struct route_match match;
     char id[UTIL_REQUEST_ID_MAX + 1];
+    /* From the head, copied (strings point into the request's own copy of the head). */
     const char *method;
-    uint64_t t_start_ms;                  /* monotonic, handler entered */
-    uint64_t t_wall_ms;                   /* wall clock, for records */
-    uint64_t t_up_start_ms;               /* forward started */
-    uint64_t t_up_ms;                     /* upstream duration */
-    struct evkeyvalq *fwd_headers;        /* owned: headers sent upstream */
-    struct upstream_call *call;           /* owned while forwarding */
-    struct event *deadline;               /* owned: request_timeout */
-    void (*cancel)(struct gw_request *r); /* set by a hook while it is in REQUEST_AGAIN */
-    unsigned step;                        /* pipeline position */
-    int status;                           /* status sent */
-    const char *error_code;               /* static, when the gateway refused or failed */
-    const char *ended_by;                 /* "upstream", "gateway", "timeout", "shutdown" */
-    bool close;                           /* send Connection: close */
-    char path[2048];                      /* canonical path (router_canonical_path) */
-    bool payload_valid;                   /* the policy phase parsed the body into payload */
-    struct payload_result payload;        /* FinishRun / task action fields */
-    char error_message[256];              /* message of a refusal or failure, for the audit */
+    const char *target;
+    unsigned method_bit;
+    uint8_t http_minor;
+    const struct hfield *fields;
+    unsigned nfields;
+    char peer[INET6_ADDRSTRLEN];
+    uint64_t content_length; /* when the head gave one */
+    bool has_length, chunked;
+    /* Times. */
+    uint64_t t_start_ms;    /* monotonic, first byte of the head */
+    uint64_t t_wall_ms;     /* wall clock at the head, for records */
+    uint64_t t_up_start_ms; /* forward started */
+    uint64_t t_up_ms;       /* upstream duration */
+    /* Body. */
+    size_t body_limit;    /* bytes; set by the head hooks (413 beyond) */
+    struct bytes body;    /* read whole (validated endpoints) */
+    size_t body_reserved; /* of max_buffered_body */
+    bool body_whole;      /* the body is read whole before the policy phase */
+    bool body_complete;
+    bool streaming_up; /* the body streams to the upstream as it arrives */
+    /* Upstream. */
+    struct upstream_call *call;
+    struct bytes up_head; /* the head sent upstream */
+    struct iovec up_iov[2];
+    bool buffer_response; /* a response hook needs the whole answer (set by hooks) */
+    bool forwarded;       /* the upstream call started */
+    /* Reply. */
+    char reply_headers[384]; /* extra header lines of the gateway's own replies */
+    size_t reply_headers_len;
+    bool reply_started, replied;
+    bool stream_chunked; /* the streamed reply is chunk-encoded by the gateway */
+    int status;          /* status sent (499 when the bot left first) */
+    const char *error_code;
+    const char *ended_by; /* "upstream", "gateway", "timeout", "shutdown", "client" */
+    bool close;           /* send Connection: close */
+    char path[2048];      /* canonical path (router_canonical_path) */
+    bool payload_valid;
+    struct payload_result payload;
+    char error_message[256];
     size_t bytes_in, bytes_out;
-    void *hook_data[REQUEST_PHASE__COUNT]; /* one slot per phase for its hooks' state */
+    /* Pipeline. */
+    unsigned step;
+    int wait;                             /* what the request waits for (request.c) */
+    void (*cancel)(struct gw_request *r); /* set by a hook while it is in REQUEST_AGAIN */
+    struct event wake;                    /* deferred resumption */
+    struct event deadline;                /* request_timeout */
+    void *hook_data[REQUEST_PHASE__COUNT];
 };
 
-/* Register FN in PHASE. Only before workers start. Returns 0, or -1 when the table is full. */
+/* Register FN in PHASE. Only before workers start. 0, or -1 when the table is full. */
 int request_hook_add(enum request_phase phase, const char *name, request_hook_fn fn);
 
-/* Observers called for every request once its reply is decided (refusals included), in
- * registration order, right before the reply is handed to evhttp: audit outcomes, metrics.
- * R->ereq is still valid; they must not reply or keep R. Only before workers start; 0 or -1
- * when full. */
+/* Observers called once for every request when it ends (refusals included), after its reply
+ * was handed over: audit outcomes, counters. They must not reply or keep R. 0 or -1. */
 typedef void (*request_done_fn)(struct gw_request *r);
 int request_done_hook_add(const char *name, request_done_fn fn);
 
-/* evhttp callback for every request on a worker's listener; ARG is the worker. */
-void request_handle(struct evhttp_request *ereq, void *arg);
+/* The conn_request_fn of the bots' listeners; ARG is the thread's struct gw_ctx. */
+void request_on_head(void *arg, struct conn *c, const struct http1_head *h, const char *hbuf,
+                     enum gw_err err, const char *why);
 
-/* Continue the pipeline after a hook returned REQUEST_AGAIN. */
+/* Continue the pipeline after a hook returned REQUEST_AGAIN. The one way a suspended request
+ * goes on; it notices a bot that has gone meanwhile. */
 void request_resume(struct gw_request *r);
 
 /*
  * Reply with the gateway's JSON error for ERR (status from errors.h). MESSAGE NULL: the row's
- * default. Frees R: the caller must not touch it afterwards. CODE overrides the row's code when
- * non-NULL (policy refusals carry their own codes); STATUS likewise when non-zero.
+ * default. request_reply_refusal takes the status and code itself (policy refusals carry their
+ * own codes). Both finish R: the caller must not touch it afterwards.
  */
 void request_reply_error(struct gw_request *r, enum gw_err err, const char *message);
 void request_reply_refusal(struct gw_request *r, int status, const char *code, const char *message);
 
-/* Abort an in-flight request (shutdown deadline): cancels pending work, replies 503. */
-void request_abort(struct gw_request *r);
+/* Add "NAME: VALUE" to the gateway's own reply (Retry-After, WWW-Authenticate, Allow). */
+void request_reply_header(struct gw_request *r, const char *name, const char *value);
+
+/* The first value of request header NAME, or NULL; how many there are. */
+const char *request_header(const struct gw_request *r, const char *name);
+unsigned request_header_count(const struct gw_request *r, const char *name);
+
+/* Abort every request of CTX (shutdown deadline): pending work is cancelled; the ones not yet
+ * answered get 503. */
+void request_abort_all(struct gw_ctx *ctx);
+
+/* Bytes of request bodies held in memory by all threads now (max_buffered_body). */
+size_t request_buffered_bytes(void);
 
 #endif

@@ -3,13 +3,26 @@
  */
 #include "router.h"
 
-#include <event2/http.h>
 #include <string.h>
 #include <strings.h>
 
-#define GET EVHTTP_REQ_GET
-#define POST EVHTTP_REQ_POST
+#define GET ROUTE_GET
+#define POST ROUTE_POST
 #define ANY 0xffffffffu
+
+unsigned router_method_bit(const char *method)
+{
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } m[] = {{"GET", ROUTE_GET},    {"POST", ROUTE_POST},     {"HEAD", ROUTE_HEAD},
+             {"PUT", ROUTE_PUT},    {"DELETE", ROUTE_DELETE}, {"OPTIONS", ROUTE_OPTIONS},
+             {"PATCH", ROUTE_PATCH}};
+    for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)
+        if (strcmp(method, m[i].name) == 0)
+            return m[i].bit;
+    return ROUTE_OTHER;
+}
 
 /* Order matters only for the catch-all, which is last. */
 static const struct route table[] = {

@@ -36,11 +36,25 @@ enum route_audit {
     ROUTE_AUDIT_LEARN_TASKS  /* answer carries task ids (TakeNext, TakeMany, Create*) */
 };
 
-/* Methods as a bit set of libevent's enum evhttp_cmd_type values. */
+/* Methods as bits (method names are case-sensitive). */
+enum {
+    ROUTE_GET = 1u << 0,
+    ROUTE_POST = 1u << 1,
+    ROUTE_HEAD = 1u << 2,
+    ROUTE_PUT = 1u << 3,
+    ROUTE_DELETE = 1u << 4,
+    ROUTE_OPTIONS = 1u << 5,
+    ROUTE_PATCH = 1u << 6,
+    ROUTE_OTHER = 1u << 7, /* any other method llhttp accepts */
+};
+
+/* The bit of METHOD ("GET", ...), ROUTE_OTHER for the rest. */
+unsigned router_method_bit(const char *method);
+
 struct route {
     const char *name;  /* "FinishRun", "Token", "api.other" */
     const char *path;  /* "/api/FinishRun", without trailing slash */
-    unsigned methods;  /* allowed methods (EVHTTP_REQ_* bits) */
+    unsigned methods;  /* allowed methods (ROUTE_* bits) */
     const char *allow; /* the Allow header value for 405 */
     bool process_key;  /* path continues with /{processKey} */
     enum route_upstream upstream;
@@ -56,7 +70,7 @@ struct route_match {
 };
 
 /*
- * Match METHOD (an EVHTTP_REQ_* value) and PATH (canonical, from router_canonical_path; a
+ * Match METHOD (a ROUTE_* bit) and PATH (canonical, from router_canonical_path; a
  * query, if still present, is ignored). Fills *M and returns 0; returns -1 when nothing
  * matches (404). Unknown paths under /api/ match the pass-through row "api.other".
  */

@@ -4,6 +4,7 @@
 #include "tls.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
@@ -19,8 +20,37 @@ static void openssl_reason(char *buf, size_t len)
     ERR_clear_error();
 }
 
+/* SSL ex_data index of a connection's struct tls_session_slot (created once). */
+static int slot_index = -1;
+static pthread_once_t slot_once = PTHREAD_ONCE_INIT;
+
+static void slot_index_init(void)
+{
+    slot_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+/* Runs on the thread that owns the connection, so the slot needs no lock. */
+static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
+{
+    struct tls_session_slot *slot = SSL_get_ex_data(ssl, slot_index);
+    if (!slot)
+        return 0;
+    if (slot->session)
+        SSL_SESSION_free(slot->session);
+    slot->session = sess;
+    return 1; /* the slot keeps this reference */
+}
+
+void tls_session_slot_clear(struct tls_session_slot *slot)
+{
+    if (slot->session)
+        SSL_SESSION_free(slot->session);
+    slot->session = NULL;
+}
+
 SSL_CTX *tls_client_ctx_new(const char *ca_file, char *errbuf, size_t errlen)
 {
+    pthread_once(&slot_once, slot_index_init);
     char reason[256];
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx) {
@@ -30,9 +60,13 @@ SSL_CTX *tls_client_ctx_new(const char *ca_file, char *errbuf, size_t errlen)
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-    /* Resumption keeps new pooled connections cheap; tickets are kept per SSL_SESSION. */
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT);
+    /* Resumption keeps new pooled connections cheap: every new session (TLS 1.3 tickets
+     * arrive after the handshake) is kept in the slot of the pool whose connection got it, and
+     * offered by the pool's next connection. No internal cache: the slots are the cache. */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, new_session_cb);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
 
     int ok = ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
                      : SSL_CTX_set_default_verify_paths(ctx);
@@ -52,11 +86,16 @@ static int is_ip_literal(const char *host)
     return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
 }
 
-SSL *tls_client_new(SSL_CTX *ctx, const char *host)
+SSL *tls_client_new(SSL_CTX *ctx, const char *host, struct tls_session_slot *slot)
 {
     SSL *ssl = SSL_new(ctx);
     if (!ssl)
         return NULL;
+    if (slot) {
+        SSL_set_ex_data(ssl, slot_index, slot);
+        if (slot->session)
+            SSL_set_session(ssl, slot->session);
+    }
     X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
     if (is_ip_literal(host)) {
         /* RFC 6066: no SNI for IP literals; check the address against iPAddress SANs. */
@@ -74,6 +113,39 @@ SSL *tls_client_new(SSL_CTX *ctx, const char *host)
 fail:
     SSL_free(ssl);
     return NULL;
+}
+
+SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, char *errbuf,
+                            size_t errlen)
+{
+    char reason[256];
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        openssl_reason(reason, sizeof(reason));
+        snprintf(errbuf, errlen, "cannot create TLS context: %s", reason);
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                                 SSL_OP_IGNORE_UNEXPECTED_EOF);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
+        openssl_reason(reason, sizeof(reason));
+        snprintf(errbuf, errlen, "cannot load the certificate chain %s: %s", cert_file, reason);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        openssl_reason(reason, sizeof(reason));
+        snprintf(errbuf, errlen,
+                 "cannot load the private key %s (or it does not match the "
+                 "certificate): %s",
+                 key_file, reason);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
 }
 
 const char *tls_verify_error(const SSL *ssl)

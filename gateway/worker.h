@@ -1,7 +1,14 @@
 /*
- * worker: one thread with its own event_base, evdns resolver, evhttp listener on its own
- * SO_REUSEPORT socket and its own upstream pools (design.md §3). Nothing on the request path is
- * shared with other threads; the admin thread reads the atomics in struct worker_status.
+ * worker: one thread with its own event_base, evdns resolver, bots' listener (its own
+ * SO_REUSEPORT socket), upstream pools and audit ledger connection (design: nothing on the
+ * request path is shared with other threads). The worker builds the thread's struct gw_ctx and
+ * hands it down; the admin thread reads only the counters in worker->stats.
+ *
+ * Shutdown (worker_stop): stop accepting, close idle keep-alive connections, answer requests
+ * that still arrive with 503 and "Connection: close", let in-flight requests finish and the
+ * audit queue flush, within shutdown_timeout; then answer what is left with 503, give replies
+ * a second to go out, and leave the loop. Teardown frees in dependency order: requests, bots'
+ * connections, upstream pools, the ledger, the loop.
  */
 #ifndef GW_WORKER_H
 #define GW_WORKER_H
@@ -10,76 +17,39 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <sys/queue.h>
 
 #include "config.h"
-#include "request.h"
-#include "router.h"
+#include "ctx.h"
+#include "stats.h"
 
-struct event_base;
-struct evdns_base;
-struct evhttp;
-struct evhttp_request;
-struct evhttp_bound_socket;
 struct event;
-struct upstream_pool;
-struct audit_thread;
-
-/* Written by the worker's janitor (every second) and on state changes; read by admin. */
-struct worker_status {
-    atomic_bool running;
-    atomic_bool draining;
-    atomic_bool resolved[ROUTE_UPSTREAM_COUNT];
-    atomic_uint_fast64_t requests;
-    atomic_uint_fast64_t inflight;
-    atomic_uint_fast64_t upstream_connections_opened;
-    atomic_uint_fast64_t upstream_requests;
-    atomic_uint_fast64_t upstream_retries;
-    atomic_uint_fast64_t refusals;                       /* requests refused by policy */
-    atomic_uint_fast64_t by_endpoint[ROUTER_MAX_ROUTES]; /* requests answered, per route */
-    atomic_bool audit_connected; /* the audit ledger's connection is up (or the ledger off) */
-};
+struct conn_server;
 
 struct worker {
     int index;
     pthread_t thread;
+    bool started;
     struct config *cfg; /* a reference */
-    struct event_base *base;
-    struct evdns_base *dns;
-    struct evhttp *http;
-    struct evhttp_bound_socket *bound;
-    struct upstream_pool *pools[ROUTE_UPSTREAM_COUNT];
-    struct audit_thread *audit; /* NULL when the ledger is off */
-    struct event *stop_ev;      /* activated from the main thread */
-    struct event *deadline;     /* shutdown deadline */
-    struct event *janitor;
-    TAILQ_HEAD(, gw_request) inflight;
-    unsigned ninflight;
-    unsigned unflushed; /* replies handed to evhttp but not yet written out */
-    uint32_t nconns;    /* bots' connections open on this thread (connguard) */
-    uint32_t max_conns; /* this thread's share of [server] max_connections */
-    bool accept_paused; /* the listener is disabled at the connection limit */
-    bool draining;
-    bool flush_grace; /* the shutdown deadline passed once; waiting for replies to go out */
-    struct worker_status status;
+    struct gw_ctx ctx;
+    struct gw_stats stats;
+    struct conn_server *server;
+    struct event *stop_ev;  /* activated from the main thread */
+    struct event *deadline; /* shutdown deadline */
+    struct event *janitor;  /* publishes state; watches a drain */
+    bool flush_grace;       /* the deadline passed once: waiting for replies to go out */
+    atomic_bool exited;     /* the thread left its loop */
 };
 
 /*
- * Build worker INDEX around the listening socket FD (taken over: closed with the worker).
- * CFG gets a new reference; SSL_CTX is borrowed. Returns NULL with a message in ERRBUF.
+ * Build worker INDEX around the listening socket FD (taken over). CFG gets a new reference;
+ * CLIENT_TLS (upstream) and SERVER_TLS (towards the bots, may be NULL) are borrowed. Returns
+ * NULL with a message in ERRBUF.
  */
-struct worker *worker_new(int index, struct config *cfg, SSL_CTX *ssl_ctx, int fd, char *errbuf,
-                          size_t errlen);
-int worker_start(struct worker *w); /* spawn the thread; 0 or -1 */
-void worker_stop(struct worker *w); /* thread-safe: begin draining */
+struct worker *worker_new(int index, struct config *cfg, SSL_CTX *client_tls, SSL_CTX *server_tls,
+                          int fd, char *errbuf, size_t errlen);
+int worker_start(struct worker *w);   /* spawn the thread; 0 or -1 */
+void worker_stop(struct worker *w);   /* thread-safe: begin draining */
+bool worker_exited(struct worker *w); /* thread-safe: the loop has ended (joining won't wait) */
 void worker_join_and_free(struct worker *w);
-
-/* Called by request.c as requests come and go. */
-void worker_request_started(struct worker *w, struct gw_request *r);
-void worker_request_finished(struct worker *w, struct gw_request *r);
-/* A reply is about to be sent on EREQ: the worker keeps its loop running until it is written
- * (or the bot's connection fails), so shutdown never cuts a reply short. */
-void worker_reply_queued(struct worker *w, struct evhttp_request *ereq);
-void worker_count_refusal(struct worker *w);
 
 #endif

@@ -241,17 +241,30 @@ class ProxyTest(GatewayTest):
         finish = [r for r in self.forwarded() if r["path"] == "/api/FinishRun/"]
         self.assertEqual(len(finish), 1)
 
-    def test_requests_refused_by_the_http_parser_get_json_too(self):
+    def test_malformed_requests_get_json_with_a_precise_code_and_close(self):
         gw = self.gw(max_header_size="2k", max_body_size="1k")
+        auth = b"Authorization: Bearer " + self.bearer.encode() + b"\r\n"
         cases = [
-            (b"POST /api/CreateTask/pk1 HTTP/1.1\r\nHost: g\r\nContent-Length: 5000\r\n\r\n",
-             b"413", "request.too_large"),
+            (b"POST /api/CreateTask/pk1 HTTP/1.1\r\nHost: g\r\n" + auth +
+             b"Content-Length: 5000\r\n\r\n", b"413", "request.body_too_large"),
+            # 431 at any size, never a different status for heads far over the limit
             (b"GET /api/OkToRun/pk1 HTTP/1.1\r\nHost: g\r\nX-Big: " + b"a" * 6000 +
-             b"\r\n\r\n", b"400", "request.unparsable"),  # libevent: line too long -> 400
+             b"\r\n\r\n", b"431", "request.headers_too_large"),
+            (b"GET /api/OkToRun/pk1 HTTP/1.1\r\nHost: g\r\nX-Big: " + b"a" * 2100 +
+             b"\r\n\r\n", b"431", "request.headers_too_large"),
             (b"GET /api/OkToRun/pk1 HTTP/1.1 extra\r\nHost: g\r\n\r\n", b"400",
-             "request.unparsable"),
-            (b"POST /api/CreateTask/pk1 HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n"
-             b"\r\nzz\r\n", b"413", "request.too_large"),  # libevent's own choice of status
+             "request.malformed"),
+            (b"POST /api/CreateTask/pk1 HTTP/1.1\r\nHost: g\r\n" + auth +
+             b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", b"400", "request.invalid_chunked_body"),
+            (b"GET /api/OkToRun/pk1 HTTP/1.1\r\n" + auth + b"\r\n", b"400",
+             "request.invalid_host"),
+            (b"GET /api/OkToRun/pk1 HTTP/1.1\r\nHost: a\r\nHost: b\r\n" + auth + b"\r\n",
+             b"400", "request.invalid_host"),
+            (b"GET /api/OkToRun/pk1 HTTP/1.1\r\nHost: g\r\nX-A: a\r\n folded\r\n\r\n", b"400",
+             "request.invalid_header"),
+            (b"POST /api/CreateTask/pk1 HTTP/1.1\r\nHost: g\r\n" + auth +
+             b"Expect: 200-ok\r\nContent-Length: 2\r\n\r\n{}", b"417",
+             "request.expectation_failed"),
         ]
         for raw, status, code in cases:
             with self.subTest(raw=raw[:60]):
@@ -259,12 +272,13 @@ class ProxyTest(GatewayTest):
                 self.assertTrue(out.startswith(b"HTTP/1.1 " + status), out[:200])
                 head, body = out.split(b"\r\n\r\n", 1)
                 self.assertIn(b"\r\nX-Request-Id: ", head)
+                self.assertIn(b"\r\nConnection: close", head)
                 self.assertEqual(json.loads(body)["error"], code)
                 self.assertTrue(closed)
         self.assertEqual(self.forwarded(), [])
 
     def test_pool_queue_full_gives_503(self):
-        gw = self.gw(threads=1, upstream_extra="pool_size = 1\nqueue_size = 1")
+        gw = self.gw(threads=1, upstream_extra="pool_size = 1\npool_max = 1\nqueue_size = 1")
         results = []
 
         def slow():
@@ -283,6 +297,50 @@ class ProxyTest(GatewayTest):
         self.assertEqual(json.loads(refused[2])["error"], "upstream.queue_full")
         self.assertEqual(refused[1]["retry-after"], "1")
         self.assertEqual(len(self.forwarded()), 2)
+
+    def test_queue_timeout_gives_503(self):
+        gw = self.gw(threads=1, upstream_extra="pool_size = 1\npool_max = 1\n"
+                                               "queue_timeout = 200ms")
+        results = []
+
+        def slow():
+            results.append(gw.request("GET", "/api/OkToRun/pk1",
+                                      headers={"X-Mock-Delay-Ms": "1500"}))
+
+        threads = [threading.Thread(target=slow) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        statuses = sorted(r[0] for r in results)
+        self.assertEqual(statuses, [200, 503])
+        refused = [r for r in results if r[0] == 503][0]
+        self.assertEqual(json.loads(refused[2])["error"], "upstream.queue_timeout")
+        self.assertEqual(len(self.forwarded()), 1)
+
+    def test_a_burst_waits_instead_of_being_refused(self):
+        """Many bots at the same moment through a gateway with default pool settings: all are
+        served (connections beyond pool_size are opened, the rest wait), none is refused."""
+        gw = self.gw(threads=2)
+        n = 300
+        barrier = threading.Barrier(n)
+        results = []
+        lock = threading.Lock()
+
+        def bot():
+            c = gw.conn(timeout=30)
+            barrier.wait()
+            s, _, _ = gw.request("GET", "/api/OkToRun/pk1", conn=c)
+            c.close()
+            with lock:
+                results.append(s)
+
+        threads = [threading.Thread(target=bot) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(results, [200] * n)
 
     def test_limits_431_and_413(self):
         gw = self.gw(max_header_size="2k", max_body_size="1k")

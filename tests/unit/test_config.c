@@ -414,7 +414,13 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->upstream.idle_timeout_ms, 30000);
     assert_int_equal(cfg->upstream.pool_size, 64);
     assert_int_equal(cfg->upstream.max_requests_per_conn, 1000);
-    assert_int_equal(cfg->upstream.queue_size, 256);
+    assert_int_equal(cfg->upstream.queue_size, 0);
+    assert_int_equal(cfg->upstream.pool_max, 256);
+    assert_int_equal(cfg->upstream.queue_timeout_ms, 10000);
+    assert_int_equal(cfg->server.client_body_timeout_ms, 30000);
+    assert_int_equal(cfg->server.max_buffered_body, 256 * MIB);
+    assert_null(cfg->server.tls_cert);
+    assert_null(cfg->server.tls_key);
     assert_int_equal(cfg->upstream.dns_refresh_ms, 60000);
     assert_int_equal(cfg->log.level, LOG_LEVEL_INFO);
     assert_true(cfg->log.access_log);
@@ -497,8 +503,14 @@ static const struct bound_case bound_cases[] = {
      AT(upstream.pool_size)},
     {"upstream", "max_requests_per_conn", "1", "1000000", 1, 1000000, "0", "1000001",
      "an integer 1..1000000", AT(upstream.max_requests_per_conn)},
-    {"upstream", "queue_size", "0", "100000", 0, 100000, NULL, "100001", "an integer 0..100000",
+    {"upstream", "queue_size", "0", "1000000", 0, 1000000, NULL, "1000001", "an integer 0..1000000",
      AT(upstream.queue_size)},
+    {"upstream", "pool_max", "1", "100000", 1, 100000, "0", "100001", "an integer 1..100000",
+     AT(upstream.pool_max)},
+    {"upstream", "queue_timeout", "10ms", "1h", 10, 3600000, "9ms", "3600001ms",
+     "a duration 10ms..1h", AT(upstream.queue_timeout_ms)},
+    {"server", "client_body_timeout", "100ms", "1h", 100, 3600000, "99ms", "3600001ms",
+     "a duration 100ms..1h", AT(server.client_body_timeout_ms)},
     {"upstream", "dns_refresh", "1s", "24h", 1000, 86400000, "999ms", "86400001ms",
      "a duration 1s..24h", AT(upstream.dns_refresh_ms)},
 
@@ -853,7 +865,8 @@ static void test_unknown_key(void **state)
     expect_exact(&errs, 0,
                  "t.conf:4: [server] listn: unknown key (expected one of: listen, threads, "
                  "max_header_size, max_body_size, client_timeout, request_timeout, "
-                 "shutdown_timeout, x_forwarded_for, client_header_timeout, max_connections)");
+                 "shutdown_timeout, x_forwarded_for, client_header_timeout, max_connections, "
+                 "client_body_timeout, max_buffered_body, tls_cert, tls_key)");
     config_errors_free(&errs);
 
     /* Keys are case-sensitive. */
@@ -1033,7 +1046,7 @@ static void test_multiple_errors(void **state)
     expect_msg(&errs, 2, "t.conf:7: syntax error: 'this is not ini'");
     expect_msg(&errs, 3,
                "t.conf:8: [upstream] pool_size: '0': out of range (expected an integer "
-               "1..10000)");
+               "1..10000, idle connections kept per thread per host)");
     expect_msg(&errs, 4, "t.conf:10: [log] level: 'loud': unknown value");
     expect_msg(&errs, 5, "t.conf:11: [log] level: duplicate key (first set on line 10)");
     expect_msg(&errs, 6, "t.conf:12: [nope]: unknown section");
@@ -1294,6 +1307,9 @@ static void assert_same_config(const struct config *a, const struct config *b)
     assert_int_equal(a->server.x_forwarded_for, b->server.x_forwarded_for);
     assert_int_equal(a->server.client_header_timeout_ms, b->server.client_header_timeout_ms);
     assert_int_equal(a->server.max_connections, b->server.max_connections);
+    assert_int_equal(a->server.client_body_timeout_ms, b->server.client_body_timeout_ms);
+    assert_int_equal(a->server.max_buffered_body, b->server.max_buffered_body);
+    assert_true(a->server.tls_cert == NULL && b->server.tls_cert == NULL);
     assert_same_hostport(&a->admin.listen, &b->admin.listen);
     assert_string_equal(a->upstream.client_id, b->upstream.client_id);
     assert_same_url(&a->upstream.api, &b->upstream.api);
@@ -1304,6 +1320,8 @@ static void assert_same_config(const struct config *a, const struct config *b)
     assert_int_equal(a->upstream.response_timeout_ms, b->upstream.response_timeout_ms);
     assert_int_equal(a->upstream.idle_timeout_ms, b->upstream.idle_timeout_ms);
     assert_int_equal(a->upstream.pool_size, b->upstream.pool_size);
+    assert_int_equal(a->upstream.pool_max, b->upstream.pool_max);
+    assert_int_equal(a->upstream.queue_timeout_ms, b->upstream.queue_timeout_ms);
     assert_int_equal(a->upstream.max_requests_per_conn, b->upstream.max_requests_per_conn);
     assert_int_equal(a->upstream.queue_size, b->upstream.queue_size);
     assert_int_equal(a->upstream.dns_refresh_ms, b->upstream.dns_refresh_ms);
@@ -1349,6 +1367,10 @@ static void test_gateway_conf_documents_defaults(void **state)
         "x_forwarded_for",
         "client_header_timeout",
         "max_connections",
+        "client_body_timeout",
+        "max_buffered_body",
+        "tls_cert",
+        "tls_key",
         "client_id",
         "api_url",
         "auth_url",
@@ -1358,8 +1380,10 @@ static void test_gateway_conf_documents_defaults(void **state)
         "response_timeout",
         "idle_timeout",
         "pool_size",
+        "pool_max",
         "max_requests_per_conn",
         "queue_size",
+        "queue_timeout",
         "dns_refresh",
         "level",
         "access_log",
@@ -1423,7 +1447,7 @@ static void test_gateway_conf_documents_defaults(void **state)
      * Every key but client_id (set), ca_file, database and instance (no fixed default; examples
      * only) and the keys of the named sections (examples in ";   " comments, test below).
      */
-    assert_int_equal(uncommented_lines, 38);
+    assert_int_equal(uncommented_lines, 42);
 
     shipped = load_shipped("gateway.conf");
     uncommented = load_ok(out);

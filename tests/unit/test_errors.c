@@ -42,6 +42,12 @@ static void test_mapping(void **state)
         {GW_ERR_REQUEST_TIMEOUT, 504, "request.deadline"},
         {GW_ERR_TOO_LARGE, 413, "request.too_large"},
         {GW_ERR_UNPARSABLE, 400, "request.unparsable"},
+        {GW_ERR_BAD_CHUNK, 400, "request.invalid_chunked_body"},
+        {GW_ERR_BAD_HOST, 400, "request.invalid_host"},
+        {GW_ERR_EXPECTATION, 417, "request.expectation_failed"},
+        {GW_ERR_OVERLOADED, 503, "gateway.overloaded"},
+        {GW_ERR_QUEUE_TIMEOUT, 503, "upstream.queue_timeout"},
+        {GW_ERR_CLIENT_CLOSED, 499, "client.closed"},
     };
     assert_int_equal(sizeof(rows) / sizeof(rows[0]), GW_ERR__COUNT);
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {

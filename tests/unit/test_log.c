@@ -62,7 +62,7 @@ static void test_tls_client_names_and_addresses(void **state)
     assert_int_equal(SSL_CTX_get_min_proto_version(ctx), TLS1_2_VERSION);
     assert_int_equal(SSL_CTX_get_verify_mode(ctx) & SSL_VERIFY_PEER, SSL_VERIFY_PEER);
 
-    SSL *byname = tls_client_new(ctx, "acme.anymate.app");
+    SSL *byname = tls_client_new(ctx, "acme.anymate.app", NULL);
     assert_non_null(byname);
     assert_string_equal(SSL_get_servername(byname, TLSEXT_NAMETYPE_host_name), "acme.anymate.app");
     assert_string_equal(X509_VERIFY_PARAM_get0_host(SSL_get0_param(byname), 0),
@@ -70,11 +70,11 @@ static void test_tls_client_names_and_addresses(void **state)
     assert_int_equal(SSL_get_verify_mode(byname) & SSL_VERIFY_PEER, SSL_VERIFY_PEER);
 
     /* RFC 6066: no SNI for an IP literal; the address is checked against iPAddress SANs */
-    SSL *byip = tls_client_new(ctx, "127.0.0.1");
+    SSL *byip = tls_client_new(ctx, "127.0.0.1", NULL);
     assert_non_null(byip);
     assert_null(SSL_get_servername(byip, TLSEXT_NAMETYPE_host_name));
     assert_null(X509_VERIFY_PARAM_get0_host(SSL_get0_param(byip), 0));
-    SSL *byip6 = tls_client_new(ctx, "::1");
+    SSL *byip6 = tls_client_new(ctx, "::1", NULL);
     assert_non_null(byip6);
     assert_null(SSL_get_servername(byip6, TLSEXT_NAMETYPE_host_name));
 
