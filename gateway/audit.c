@@ -521,7 +521,7 @@ static struct pgw_item *submit_record(struct audit_thread *a, struct gw_request 
 
     fmt_time(r->t_wall_ms, received, sizeof(received));
     bot_identity(r, ckey, sizeof(ckey), subject, sizeof(subject));
-    snprintf(src, sizeof(src), "%s", r->peer);
+    snprintf(src, sizeof(src), "%s", request_peer(r));
     snprintf(id, sizeof(id), "%" PRId64, r->payload.id);
     overrides_json(r, overrides, sizeof(overrides));
     bool has_sec = r->payload_valid && r->payload.seconds_state == PAYLOAD_VALUE;

@@ -67,6 +67,33 @@ int bytes_printf(struct bytes *b, const char *fmt, ...)
     return 0;
 }
 
+int bytes_header(struct bytes *b, const char *name, const char *value)
+{
+    size_t n = strlen(name), v = strlen(value);
+    if (bytes_reserve(b, n + v + 4) != 0)
+        return -1;
+    char *p = b->data + b->len;
+    memcpy(p, name, n);
+    p[n] = ':';
+    p[n + 1] = ' ';
+    memcpy(p + n + 2, value, v);
+    p[n + 2 + v] = '\r';
+    p[n + 3 + v] = '\n';
+    b->len += n + v + 4;
+    return 0;
+}
+
+int bytes_u64(struct bytes *b, unsigned long long v)
+{
+    char tmp[24];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return bytes_add(b, tmp + i, sizeof(tmp) - i);
+}
+
 void bytes_free(struct bytes *b)
 {
     free(b->data);

@@ -26,6 +26,10 @@ int bytes_reserve(struct bytes *b, size_t extra);
 int bytes_add(struct bytes *b, const void *p, size_t n);
 int bytes_addstr(struct bytes *b, const char *s);
 int bytes_printf(struct bytes *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* "NAME: VALUE\r\n" */
+int bytes_header(struct bytes *b, const char *name, const char *value);
+/* The decimal digits of V. */
+int bytes_u64(struct bytes *b, unsigned long long v);
 /* Give the memory back; B is empty afterwards. */
 void bytes_free(struct bytes *b);
 

@@ -63,12 +63,6 @@ struct rbuf {
     char data[];
 };
 
-union peer_addr {
-    struct sockaddr sa;
-    struct sockaddr_in in;
-    struct sockaddr_in6 in6;
-};
-
 struct conn {
     TAILQ_ENTRY(conn) link;
     struct conn_server *srv;
@@ -84,7 +78,7 @@ struct conn {
     uint64_t t_head_ms;        /* first byte of the head being parsed */
     uint64_t body_deadline_ms; /* while the body is asked for and not paused */
     uint64_t body_left_ms;     /* while paused */
-    union peer_addr peer;
+    struct conn_addr peer;
     unsigned rev_on : 1, wev_on : 1;
     unsigned want_body : 1, body_paused : 1, body_done : 1, body_stop : 1, has_body : 1;
     unsigned expect_continue : 1, sent_continue : 1, keep_alive : 1;
@@ -379,15 +373,20 @@ uint64_t conn_head_started(const struct conn *c)
     return c->t_head_ms;
 }
 
-const char *conn_peer(const struct conn *c, char *buf, size_t len)
+void conn_peer_addr(const struct conn *c, struct conn_addr *out)
 {
-    if (c->peer.sa.sa_family != AF_INET && c->peer.sa.sa_family != AF_INET6) {
+    *out = c->peer;
+}
+
+const char *conn_addr_str(const struct conn_addr *a, char *buf, size_t len)
+{
+    if (a->u.sa.sa_family != AF_INET && a->u.sa.sa_family != AF_INET6) {
         snprintf(buf, len, "local");
         return buf;
     }
-    const void *a = c->peer.sa.sa_family == AF_INET6 ? (const void *)&c->peer.in6.sin6_addr
-                                                     : (const void *)&c->peer.in.sin_addr;
-    if (!inet_ntop(c->peer.sa.sa_family, a, buf, (socklen_t)len))
+    const void *p = a->u.sa.sa_family == AF_INET6 ? (const void *)&a->u.in6.sin6_addr
+                                                  : (const void *)&a->u.in.sin_addr;
+    if (!inet_ntop(a->u.sa.sa_family, p, buf, (socklen_t)len))
         snprintf(buf, len, "unknown");
     return buf;
 }
@@ -725,7 +724,7 @@ static void conn_close(struct conn *c)
     accept_resume(srv);
 }
 
-static void conn_new(struct conn_server *srv, int fd, const union peer_addr *peer)
+static void conn_new(struct conn_server *srv, int fd, const struct conn_addr *peer)
 {
     struct conn *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -814,9 +813,9 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
             accept_pause(srv, false);
             return;
         }
-        union peer_addr peer;
+        struct conn_addr peer;
         socklen_t plen = sizeof(peer);
-        int fd = accept4(lfd, &peer.sa, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(lfd, &peer.u.sa, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             int e = errno;
             if (e == EINTR || e == ECONNABORTED || e == EPROTO)
@@ -864,11 +863,11 @@ struct conn_server *conn_server_new(struct event_base *base, int fd, const struc
 
 void conn_server_adopt(struct conn_server *srv, int fd)
 {
-    union peer_addr peer;
+    struct conn_addr peer;
     memset(&peer, 0, sizeof(peer));
     socklen_t plen = sizeof(peer);
-    if (getpeername(fd, &peer.sa, &plen) != 0)
-        peer.sa.sa_family = AF_UNSPEC;
+    if (getpeername(fd, &peer.u.sa, &plen) != 0)
+        peer.u.sa.sa_family = AF_UNSPEC;
     conn_new(srv, fd, &peer);
 }
 

@@ -28,6 +28,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 #include "errors.h"
@@ -124,7 +126,16 @@ bool conn_must_close(const struct conn *c);
 /* When the current head's first byte arrived (monotonic ms). */
 uint64_t conn_head_started(const struct conn *c);
 
-/* The bot's address, "1.2.3.4" or "::1", into BUF. */
-const char *conn_peer(const struct conn *c, char *buf, size_t len);
+/* The bot's address: copied binary (cheap, at every head) and formatted ("1.2.3.4", "::1",
+ * "local" for a socketpair) only when someone needs it. */
+struct conn_addr {
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } u;
+};
+void conn_peer_addr(const struct conn *c, struct conn_addr *out);
+const char *conn_addr_str(const struct conn_addr *a, char *buf, size_t len);
 
 #endif

@@ -55,19 +55,29 @@ unsigned headers_count(const struct hfield *f, unsigned n, const char *name)
 
 bool headers_is_hop_by_hop(const char *name, bool request)
 {
-    static const char *const both[] = {
-        "Connection", "Keep-Alive",     "TE",           "Trailer", "Transfer-Encoding",
-        "Upgrade",    "Content-Length", "X-Request-Id",
-    };
-    static const char *const upward[] = {"Host", "Expect", "X-Forwarded-For"};
-    for (size_t i = 0; i < sizeof(both) / sizeof(both[0]); i++)
-        if (strcasecmp(name, both[i]) == 0)
-            return true;
-    if (request)
-        for (size_t i = 0; i < sizeof(upward) / sizeof(upward[0]); i++)
-            if (strcasecmp(name, upward[i]) == 0)
-                return true;
-    return strncasecmp(name, "Proxy-", 6) == 0;
+    /* A switch on the first letter keeps this to one or two comparisons per header. */
+    switch (name[0] | 0x20) {
+    case 'c':
+        return strcasecmp(name, "Connection") == 0 || strcasecmp(name, "Content-Length") == 0;
+    case 'k':
+        return strcasecmp(name, "Keep-Alive") == 0;
+    case 't':
+        return strcasecmp(name, "TE") == 0 || strcasecmp(name, "Trailer") == 0 ||
+               strcasecmp(name, "Transfer-Encoding") == 0;
+    case 'u':
+        return strcasecmp(name, "Upgrade") == 0;
+    case 'p':
+        return strncasecmp(name, "Proxy-", 6) == 0;
+    case 'x':
+        return strcasecmp(name, "X-Request-Id") == 0 ||
+               (request && strcasecmp(name, "X-Forwarded-For") == 0);
+    case 'h':
+        return request && strcasecmp(name, "Host") == 0;
+    case 'e':
+        return request && strcasecmp(name, "Expect") == 0;
+    default:
+        return false;
+    }
 }
 
 /* Is NAME one of the comma-separated tokens of any Connection field of F? */
@@ -94,4 +104,35 @@ static bool named_by_connection(const struct hfield *f, unsigned n, const char *
 bool headers_forward(const struct hfield *f, unsigned n, unsigned i, bool request)
 {
     return !headers_is_hop_by_hop(f[i].name, request) && !named_by_connection(f, n, f[i].name);
+}
+
+/* Does a Connection value name anything but the usual close / keep-alive? */
+static bool names_fields(const char *v)
+{
+    while (*v) {
+        while (*v == ' ' || *v == '\t' || *v == ',')
+            v++;
+        const char *start = v;
+        while (*v && *v != ',' && *v != ' ' && *v != '\t')
+            v++;
+        size_t len = (size_t)(v - start);
+        if (len > 0 && !(len == 5 && strncasecmp(start, "close", 5) == 0) &&
+            !(len == 10 && strncasecmp(start, "keep-alive", 10) == 0))
+            return true;
+    }
+    return false;
+}
+
+void headers_forward_all(const struct hfield *f, unsigned n, bool request, bool *keep)
+{
+    bool named = false;
+    for (unsigned i = 0; i < n; i++) {
+        keep[i] = !headers_is_hop_by_hop(f[i].name, request);
+        if (!keep[i] && (f[i].name[0] | 0x20) == 'c' && strcasecmp(f[i].name, "Connection") == 0)
+            named = named || names_fields(f[i].value);
+    }
+    if (named)
+        for (unsigned i = 0; i < n; i++)
+            if (keep[i] && named_by_connection(f, n, f[i].name))
+                keep[i] = false;
 }

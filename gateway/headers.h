@@ -42,4 +42,8 @@ bool headers_forward(const struct hfield *f, unsigned n, unsigned i, bool reques
 /* True for the fixed names above (case-insensitive); REQUEST as for headers_forward. */
 bool headers_is_hop_by_hop(const char *name, bool request);
 
+/* headers_forward for every field at once, into KEEP[0..N): one pass, plus one more only when
+ * a Connection header names other fields. */
+void headers_forward_all(const struct hfield *f, unsigned n, bool request, bool *keep);
+
 #endif

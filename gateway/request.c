@@ -235,6 +235,7 @@ static void request_finish(struct gw_request *r)
     STAT_DEC(ctx->stats, inflight);
     bytes_free(&r->body);
     bytes_free(&r->up_head);
+    bytes_free(&r->reply_head);
     free(r);
 }
 
@@ -325,6 +326,13 @@ void request_reply_error(struct gw_request *r, enum gw_err err, const char *mess
         break;
     }
     request_reply_refusal(r, info->status, info->code, message ? message : info->message);
+}
+
+const char *request_peer(struct gw_request *r)
+{
+    if (!r->peer[0])
+        conn_addr_str(&r->peer_addr, r->peer, sizeof(r->peer));
+    return r->peer;
 }
 
 const char *request_header(const struct gw_request *r, const char *name)
@@ -517,14 +525,25 @@ static int up_body(void *arg, const char *data, size_t len)
     if (!r->conn)
         return 0;
     r->bytes_out += len;
+    struct iovec iov[4];
+    int n = 0;
+    bool with_head = r->reply_head.len > 0; /* the head, with the first bytes of the body */
+    if (with_head)
+        iov[n++] = (struct iovec){r->reply_head.data, r->reply_head.len};
+    r->reply_started = true;
+    char size[24];
     if (r->stream_chunked) {
-        char size[24];
-        int n = snprintf(size, sizeof(size), "%zx\r\n", len);
-        struct iovec iov[3] = {{size, (size_t)n}, {(void *)data, len}, {"\r\n", 2}};
-        return conn_send(r->conn, iov, 3, 0);
+        int k = snprintf(size, sizeof(size), "%zx\r\n", len);
+        iov[n++] = (struct iovec){size, (size_t)k};
+        iov[n++] = (struct iovec){(void *)data, len};
+        iov[n++] = (struct iovec){"\r\n", 2};
+    } else {
+        iov[n++] = (struct iovec){(void *)data, len};
     }
-    struct iovec iov = {(void *)data, len};
-    return conn_send(r->conn, &iov, 1, 0);
+    int full = conn_send(r->conn, iov, n, 0);
+    if (with_head)
+        bytes_free(&r->reply_head);
+    return full;
 }
 
 static void log_upstream_failure(struct gw_request *r, enum gw_err err)
@@ -538,7 +557,7 @@ static void log_upstream_failure(struct gw_request *r, enum gw_err err)
              upstream_call_attempts(r->call));
 }
 
-/* The streamed response ended (or failed after its head went out). */
+/* The streamed response ended (or failed). */
 static void stream_end(struct gw_request *r)
 {
     r->wait = W_NONE;
@@ -548,6 +567,15 @@ static void stream_end(struct gw_request *r)
     }
     if (upstream_call_status(r->call) == 0) {
         enum gw_err err = upstream_call_error(r->call);
+        if (!r->reply_started) { /* nothing sent yet: the bot still gets a proper answer */
+            char msg[300];
+            snprintf(msg, sizeof(msg), "%s: %s", errors_info(err)->message,
+                     upstream_call_detail(r->call));
+            log_upstream_failure(r, err);
+            r->ended_by = err == GW_ERR_UPSTREAM_TIMEOUT ? "timeout" : "upstream";
+            request_reply_error(r, err, msg);
+            return;
+        }
         log_upstream_failure(r, err);
         r->error_code = errors_info(err)->code;
         r->ended_by = err == GW_ERR_UPSTREAM_TIMEOUT ? "timeout" : "upstream";
@@ -557,8 +585,13 @@ static void stream_end(struct gw_request *r)
         request_finish(r);
         return;
     }
-    struct iovec end = {"0\r\n\r\n", 5};
-    conn_send(r->conn, &end, r->stream_chunked ? 1 : 0, CONN_END | (r->close ? CONN_CLOSE : 0));
+    struct iovec iov[2];
+    int n = 0;
+    if (r->reply_head.len)
+        iov[n++] = (struct iovec){r->reply_head.data, r->reply_head.len};
+    if (r->stream_chunked)
+        iov[n++] = (struct iovec){"0\r\n\r\n", 5};
+    conn_send(r->conn, iov, n, CONN_END | (r->close ? CONN_CLOSE : 0));
     r->conn = NULL;
     r->replied = true;
     request_finish(r);
@@ -614,7 +647,7 @@ static enum request_next phase_head(struct gw_request *r)
 static enum request_next phase_route(struct gw_request *r)
 {
     const char *why = NULL;
-    if (router_canonical_path(r->target, r->path, sizeof(r->path), &why) != 0) {
+    if (router_canonical_path(r->target, r->path, strlen(r->target) + 1, &why) != 0) {
         request_reply_refusal(r, 400, "request.noncanonical_path", why);
         return REQUEST_DONE;
     }
@@ -676,31 +709,35 @@ static int build_upstream_head(struct gw_request *r, struct pool *pool)
 {
     struct bytes *b = &r->up_head;
     const struct config *cfg = r->ctx->cfg;
-    int rc =
-        bytes_printf(b, "%s %s HTTP/1.1\r\nHost: %s\r\n", r->method, r->target, pool_host(pool));
-    for (unsigned i = 0; i < r->nfields && rc == 0; i++)
-        if (headers_forward(r->fields, r->nfields, i, true))
-            rc = bytes_printf(b, "%s: %s\r\n", r->fields[i].name, r->fields[i].value);
-    if (rc == 0)
-        rc = bytes_printf(b, "X-Request-Id: %s\r\n", r->id);
-    if (rc == 0 && cfg->server.x_forwarded_for) {
-        const char *prev = request_header(r, "X-Forwarded-For");
-        rc = prev ? bytes_printf(b, "X-Forwarded-For: %s, %s\r\n", prev, r->peer)
-                  : bytes_printf(b, "X-Forwarded-For: %s\r\n", r->peer);
+    const char *host = pool_host(pool);
+    const char *xff = cfg->server.x_forwarded_for ? request_header(r, "X-Forwarded-For") : NULL;
+    bool keep[HTTP1_MAX_FIELDS];
+    headers_forward_all(r->fields, r->nfields, true, keep);
+    /* Never longer than the bot's head plus what the gateway adds: one allocation. */
+    if (bytes_reserve(b, r->head_len + strlen(host) + (xff ? strlen(xff) : 0) + 256) != 0)
+        return -1;
+    int rc = bytes_addstr(b, r->method) | bytes_add(b, " ", 1) | bytes_addstr(b, r->target) |
+             bytes_addstr(b, " HTTP/1.1\r\n") | bytes_header(b, "Host", host);
+    for (unsigned i = 0; i < r->nfields; i++)
+        if (keep[i])
+            rc |= bytes_header(b, r->fields[i].name, r->fields[i].value);
+    rc |= bytes_header(b, "X-Request-Id", r->id);
+    if (cfg->server.x_forwarded_for) {
+        rc |= bytes_addstr(b, "X-Forwarded-For: ");
+        if (xff)
+            rc |= bytes_addstr(b, xff) | bytes_addstr(b, ", ");
+        rc |= bytes_addstr(b, request_peer(r)) | bytes_addstr(b, "\r\n");
     }
-    if (rc == 0) {
-        /* Framing is rebuilt from what the gateway reads, never copied. */
-        if (r->streaming_up && !r->has_length)
-            rc = bytes_addstr(b, "Transfer-Encoding: chunked\r\n");
-        else if (r->streaming_up)
-            rc = bytes_printf(b, "Content-Length: %" PRIu64 "\r\n", r->content_length);
-        else if (r->body.len > 0 || r->has_length || r->chunked ||
-                 (r->method_bit & (ROUTE_POST | ROUTE_PUT | ROUTE_PATCH)))
-            rc = bytes_printf(b, "Content-Length: %zu\r\n", r->body.len);
+    /* Framing is rebuilt from what the gateway reads, never copied. */
+    if (r->streaming_up && !r->has_length) {
+        rc |= bytes_addstr(b, "Transfer-Encoding: chunked\r\n");
+    } else if (r->streaming_up || r->body.len > 0 || r->has_length || r->chunked ||
+               (r->method_bit & (ROUTE_POST | ROUTE_PUT | ROUTE_PATCH))) {
+        rc |= bytes_addstr(b, "Content-Length: ") |
+              bytes_u64(b, r->streaming_up ? r->content_length : r->body.len) |
+              bytes_addstr(b, "\r\n");
     }
-    if (rc == 0)
-        rc = bytes_addstr(b, "\r\n");
-    return rc;
+    return rc | bytes_addstr(b, "\r\n");
 }
 
 static enum request_next phase_forward(struct gw_request *r)
@@ -741,21 +778,30 @@ static enum request_next phase_forward(struct gw_request *r)
     return REQUEST_AGAIN;
 }
 
-/* Reply head for the upstream's answer: its end-to-end headers, our id and framing. */
-static int build_reply_head(struct gw_request *r, struct bytes *b, int status, const char *framing,
-                            bool close)
+/* Reply head for the upstream's answer: its end-to-end headers, our id and framing (LENGTH:
+ * a Content-Length when >= 0; else chunked when CHUNKED; else none). */
+static int build_reply_head(struct gw_request *r, struct bytes *b, int status, long long length,
+                            bool chunked, bool close)
 {
     unsigned n;
     const struct hfield *f = upstream_call_headers(r->call, &n);
-    int rc = bytes_printf(b, "HTTP/1.1 %d %s\r\n", status,
-                          strcmp(errors_reason(status), "Unknown") ? errors_reason(status) : "");
-    for (unsigned i = 0; i < n && rc == 0; i++)
-        if (headers_forward(f, n, i, false))
-            rc = bytes_printf(b, "%s: %s\r\n", f[i].name, f[i].value);
-    if (rc == 0)
-        rc = bytes_printf(b, "X-Request-Id: %s\r\n%s%s\r\n", r->id, framing,
-                          connection_line(r, close));
-    return rc;
+    bool keep[HTTP1_MAX_FIELDS];
+    headers_forward_all(f, n, false, keep);
+    const char *reason = errors_reason(status);
+    if (strcmp(reason, "Unknown") == 0)
+        reason = "";
+    int rc = bytes_reserve(b, 512) | bytes_addstr(b, "HTTP/1.1 ") | bytes_u64(b, (unsigned)status) |
+             bytes_add(b, " ", 1) | bytes_addstr(b, reason) | bytes_addstr(b, "\r\n");
+    for (unsigned i = 0; i < n; i++)
+        if (keep[i])
+            rc |= bytes_header(b, f[i].name, f[i].value);
+    rc |= bytes_header(b, "X-Request-Id", r->id);
+    if (length >= 0)
+        rc |= bytes_addstr(b, "Content-Length: ") | bytes_u64(b, (unsigned long long)length) |
+              bytes_addstr(b, "\r\n");
+    else if (chunked)
+        rc |= bytes_addstr(b, "Transfer-Encoding: chunked\r\n");
+    return rc | bytes_addstr(b, connection_line(r, close)) | bytes_addstr(b, "\r\n");
 }
 
 static enum request_next phase_reply(struct gw_request *r)
@@ -779,18 +825,14 @@ static enum request_next phase_reply(struct gw_request *r)
     r->ended_by = "upstream";
     r->status = status;
     bool no_body = r->method_bit == ROUTE_HEAD || status == 204 || status == 304 || status < 200;
-    struct bytes head = {0};
-    char framing[64] = "";
+    uint64_t ulen = 0;
+    bool has_len = upstream_call_has_length(call, &ulen);
     if (r->buffer_response) {
         size_t blen = 0;
         const char *body = upstream_call_body(call, &blen);
-        uint64_t ulen;
-        if (r->method_bit == ROUTE_HEAD && upstream_call_has_length(call, &ulen))
-            snprintf(framing, sizeof(framing), "Content-Length: %" PRIu64 "\r\n", ulen);
-        else if (!no_body)
-            snprintf(framing, sizeof(framing), "Content-Length: %zu\r\n", blen);
         bool close = closing(r);
-        if (build_reply_head(r, &head, status, framing, close) != 0) {
+        struct bytes head = {0};
+        if (build_reply_head(r, &head, status, no_body ? -1 : (long long)blen, false, close) != 0) {
             bytes_free(&head);
             request_reply_error(r, GW_ERR_OVERLOADED, "out of memory for the reply");
             return REQUEST_DONE;
@@ -800,30 +842,21 @@ static enum request_next phase_reply(struct gw_request *r)
         request_finish(r);
         return REQUEST_DONE;
     }
-    /* Streaming: the head now, the body as it comes. */
-    uint64_t ulen = 0;
-    bool has_len = upstream_call_has_length(call, &ulen);
-    if (no_body) {
-        framing[0] = '\0';
-    } else if (has_len) {
-        snprintf(framing, sizeof(framing), "Content-Length: %" PRIu64 "\r\n", ulen);
-    } else if (r->http_minor >= 1) {
-        snprintf(framing, sizeof(framing), "Transfer-Encoding: chunked\r\n");
+    /* Streaming: the head goes out with the first body bytes (one write), the body as it
+     * comes. Until then an upstream failure can still be answered with an error. */
+    long long length = -1;
+    if (!no_body && has_len)
+        length = (long long)ulen;
+    else if (!no_body && r->http_minor >= 1)
         r->stream_chunked = true;
-    } else {
+    else if (!no_body)
         r->close = true; /* HTTP/1.0 bot, length unknown: the close ends the body */
-    }
     bool close = closing(r);
     r->close = close;
-    if (build_reply_head(r, &head, status, framing, close) != 0) {
-        bytes_free(&head);
+    if (build_reply_head(r, &r->reply_head, status, length, r->stream_chunked, close) != 0) {
         request_reply_error(r, GW_ERR_OVERLOADED, "out of memory for the reply");
         return REQUEST_DONE;
     }
-    struct iovec iov = {head.data, head.len};
-    conn_send(r->conn, &iov, 1, 0);
-    bytes_free(&head);
-    r->reply_started = true;
     r->wait = W_STREAM;
     return REQUEST_AGAIN;
 }
@@ -833,10 +866,13 @@ static enum request_next phase_reply(struct gw_request *r)
 static struct gw_request *request_new(struct gw_ctx *ctx, struct conn *c,
                                       const struct http1_head *h, const char *hbuf)
 {
-    size_t nf = h ? h->nfields : 0, hlen = h ? h->len + 1 : 0;
-    struct gw_request *r = calloc(1, sizeof(*r) + sizeof(struct hfield) * nf + hlen);
+    /* One block: the request, its fields, its copy of the head, room for the canonical path
+     * (never longer than the target). */
+    size_t nf = h ? h->nfields : 0, hlen = h ? h->len + 1 : 0, plen = h ? h->target.len + 1 : 1;
+    struct gw_request *r = calloc(1, sizeof(*r) + sizeof(struct hfield) * nf + hlen + plen);
     if (!r)
         return NULL;
+    r->path = (char *)(r + 1) + sizeof(struct hfield) * nf + hlen;
     r->ctx = ctx;
     r->conn = c;
     r->t_start_ms = conn_head_started(c);
@@ -845,7 +881,7 @@ static struct gw_request *request_new(struct gw_ctx *ctx, struct conn *c,
     r->t_wall_ms = util_wall_ms();
     r->body_limit = ctx->cfg->server.max_body_size;
     util_uuid7(r->id);
-    conn_peer(c, r->peer, sizeof(r->peer));
+    conn_peer_addr(c, &r->peer_addr);
     r->method = r->target = "-";
     if (h) {
         struct hfield *fields = (struct hfield *)(r + 1);
@@ -853,6 +889,7 @@ static struct gw_request *request_new(struct gw_ctx *ctx, struct conn *c,
         headers_copy_head(h, hbuf, copy, fields, &r->method, &r->target);
         r->fields = fields;
         r->nfields = h->nfields;
+        r->head_len = h->len;
         r->method_bit = router_method_bit(r->method);
         r->http_minor = h->minor;
         r->has_length = h->body == HTTP1_BODY_LENGTH;

@@ -29,6 +29,7 @@
 #include <sys/queue.h>
 
 #include "buf.h"
+#include "conn.h"
 #include "ctx.h"
 #include "errors.h"
 #include "headers.h"
@@ -65,6 +66,8 @@ struct gw_request {
     uint8_t http_minor;
     const struct hfield *fields;
     unsigned nfields;
+    size_t head_len;            /* bytes of the bot's head */
+    struct conn_addr peer_addr; /* the bot's address (request_peer formats it) */
     char peer[INET6_ADDRSTRLEN];
     uint64_t content_length; /* when the head gave one */
     bool has_length, chunked;
@@ -89,13 +92,14 @@ struct gw_request {
     /* Reply. */
     char reply_headers[384]; /* extra header lines of the gateway's own replies */
     size_t reply_headers_len;
+    struct bytes reply_head; /* a streamed reply's head, sent with its first body bytes */
     bool reply_started, replied;
     bool stream_chunked; /* the streamed reply is chunk-encoded by the gateway */
     int status;          /* status sent (499 when the bot left first) */
     const char *error_code;
     const char *ended_by; /* "upstream", "gateway", "timeout", "shutdown", "client" */
     bool close;           /* send Connection: close */
-    char path[2048];      /* canonical path (router_canonical_path) */
+    char *path;           /* canonical path (router_canonical_path), in the request's block */
     bool payload_valid;
     struct payload_result payload;
     char error_message[256];
@@ -135,6 +139,9 @@ void request_reply_refusal(struct gw_request *r, int status, const char *code, c
 
 /* Add "NAME: VALUE" to the gateway's own reply (Retry-After, WWW-Authenticate, Allow). */
 void request_reply_header(struct gw_request *r, const char *name, const char *value);
+
+/* The bot's address as text ("10.1.2.3", "::1"). */
+const char *request_peer(struct gw_request *r);
 
 /* The first value of request header NAME, or NULL; how many there are. */
 const char *request_header(const struct gw_request *r, const char *name);

@@ -58,6 +58,7 @@ struct upconn {
     unsigned nreq;
     bool rev_on, wev_on;
     bool head_done, read_paused, above_high;
+    bool parsing; /* a response is being parsed (the parser is initialised for it) */
     bool in_event, doomed;
 };
 
@@ -161,9 +162,14 @@ static void complete(struct upconn *u)
     bool keep = u->parser.head->keep_alive;
     if (u->rb && u->rb->len > u->pos)
         keep = false; /* bytes after the response: the server is confused; do not reuse */
-    free(u->rb);
-    u->rb = NULL;
+    if (u->rb && u->rb->cap > URB_INITIAL) { /* keep the small buffer for the next exchange */
+        free(u->rb);
+        u->rb = NULL;
+    } else if (u->rb) {
+        u->rb->len = 0;
+    }
     u->pos = 0;
+    u->parsing = false;
     u->x = NULL;
     u->head_done = false;
     u->read_paused = false;
@@ -244,6 +250,9 @@ static void read_response(struct upconn *u)
         u->rb->len = 0;
         u->rb->cap = URB_INITIAL;
         u->pos = 0;
+    }
+    if (!u->parsing) {
+        u->parsing = true;
         http1_init(&u->parser, HTTP1_RESPONSE, &u->rb->head, RESPONSE_MAX_HEAD);
         if (u->x->head_request)
             http1_set_no_body(&u->parser);

@@ -33,7 +33,8 @@ struct worker {
     struct gw_ctx ctx;
     struct gw_stats stats;
     struct conn_server *server;
-    struct event *stop_ev;  /* activated from the main thread */
+    struct event *stop_ev; /* the main thread writes to stop_pipe[1] */
+    int stop_pipe[2];
     struct event *deadline; /* shutdown deadline */
     struct event *janitor;  /* publishes state; watches a drain */
     bool flush_grace;       /* the deadline passed once: waiting for replies to go out */
