@@ -9,7 +9,7 @@
 #   make test       install missing Debian packages, build, unit + end-to-end tests
 #   make asan       the whole test suite under AddressSanitizer + UBSan (build-asan/)
 #   make fuzz       libFuzzer targets for FUZZ_SECONDS each (build-fuzz/, clang)
-#   make bench      FinishRun throughput: gateway (ledger on/off) vs nginx, one run
+#   make bench      benchmarks: gateway vs nginx (and HAProxy), one run each
 #   make deps       install the Debian packages the project needs (idempotent)
 #   make format / format-check / clean
 
@@ -126,11 +126,14 @@ run: deps
 asan:
 	@$(MAKE) --no-print-directory BUILD=build-asan SAN=1 test
 
-# Benchmark, not a test: the gateway (ledger on and off) against nginx in one run.
-BENCH_SECONDS ?= 10
+# Benchmarks, not tests: FinishRun through the gateway (ledger on and off) against nginx in
+# front of the mock; then the HTTP layer against nginx and HAProxy in front of a fast static
+# upstream (plain and TLS, 1 and 2 workers, RSS per idle connection). Each in one run.
+BENCH_SECONDS ?= 5
 bench: deps
 	@$(MAKE) --no-print-directory all
 	$(PYTHON) tests/bench/finishrun.py --build $(BUILD) --seconds $(BENCH_SECONDS)
+	$(PYTHON) tests/bench/passthrough.py --build $(BUILD) --seconds $(BENCH_SECONDS)
 
 # libFuzzer targets: clang, ASan + UBSan, each run for FUZZ_SECONDS on a corpus under build-fuzz/.
 FUZZ_CFLAGS = -fsanitize=fuzzer-no-link,address,undefined

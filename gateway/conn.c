@@ -630,6 +630,8 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
             rbuf_compact(c);
             if (!c->rev_on && !c->peer_eof && (!c->rb || c->rb->len < c->rb->cap))
                 rev_set(c, true);
+            if (c->rev_on && sio_pending(&c->io))
+                event_active(&c->rev, EV_READ, 0); /* TLS holds more: no socket event */
         }
     }
 out:

@@ -608,7 +608,9 @@ int upstream_call_write(struct upstream_call *c, const void *data, size_t len)
 {
     if (c->phase == PH_DONE || outq_add(&c->x.body, data, len) != 0)
         return 0;
-    return c->pc ? upconn_kick(c->pc->u) : 0;
+    if (c->pc)
+        upconn_kick(c->pc->u);
+    return upx_full(&c->x) ? 1 : 0; /* without a connection yet, too: drained comes later */
 }
 
 void upstream_call_write_end(struct upstream_call *c)
@@ -622,6 +624,11 @@ void upstream_call_resume(struct upstream_call *c)
 {
     if (c->pc)
         upconn_resume_read(c->pc->u);
+}
+
+bool upstream_call_finished(const struct upstream_call *c)
+{
+    return c->phase == PH_DONE;
 }
 
 bool upstream_call_sent(const struct upstream_call *c)

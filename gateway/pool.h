@@ -99,6 +99,9 @@ void upstream_call_write_end(struct upstream_call *c);
 /* Continue reading the response after body returned 1. */
 void upstream_call_resume(struct upstream_call *c);
 
+/* Has the call ended (done was called or is due)? */
+bool upstream_call_finished(const struct upstream_call *c);
+
 /* Did any byte of the request reach the kernel? Was all of it written? */
 bool upstream_call_sent(const struct upstream_call *c);
 bool upstream_call_request_written(const struct upstream_call *c);

@@ -516,7 +516,9 @@ static const struct conn_sink sink = {
 
 static void up_head(void *arg)
 {
-    request_resume(arg); /* response hooks, then phase_reply sends the head */
+    struct gw_request *r = arg;
+    r->t_up_ms = util_now_ms() - r->t_up_start_ms;
+    request_resume(r); /* response hooks, then phase_reply prepares the head */
 }
 
 static int up_body(void *arg, const char *data, size_t len)
@@ -804,13 +806,23 @@ static int build_reply_head(struct gw_request *r, struct bytes *b, int status, l
     return rc | bytes_addstr(b, connection_line(r, close)) | bytes_addstr(b, "\r\n");
 }
 
+/* Largest rest of a response read and dropped when its bot is gone, so that the upstream
+ * connection stays usable; larger (or unknown) ones close it instead. */
+#define DRAIN_MAX (64 * 1024)
+
 static enum request_next phase_reply(struct gw_request *r)
 {
+    struct upstream_call *call = r->call;
     if (!r->conn) {
+        uint64_t len;
+        if (call && !upstream_call_finished(call) && upstream_call_status(call) > 0 &&
+            upstream_call_has_length(call, &len) && len <= DRAIN_MAX) {
+            r->wait = W_STREAM; /* the body is dropped; stream_end finishes the request */
+            return REQUEST_AGAIN;
+        }
         finish_gone(r);
         return REQUEST_DONE;
     }
-    struct upstream_call *call = r->call;
     int status = upstream_call_status(call);
     if (status == 0) {
         enum gw_err err = upstream_call_error(call);

@@ -103,6 +103,11 @@ int sio_handshake(struct sio *s)
     return res == 0 ? SIO_ERROR : res; /* EOF during a handshake is a failure */
 }
 
+bool sio_pending(const struct sio *s)
+{
+    return s->ssl && SSL_has_pending(s->ssl);
+}
+
 const char *sio_error_text(const struct sio *s, char *buf, size_t len)
 {
     unsigned long e = ERR_peek_last_error();

@@ -38,6 +38,10 @@ ssize_t sio_writev(struct sio *s, const struct iovec *iov, int n);
 /* Drive the TLS handshake: 1 done, SIO_WANT_*, or SIO_ERROR. */
 int sio_handshake(struct sio *s);
 
+/* Does TLS hold decrypted bytes (or a buffered record) that no socket event will announce?
+ * A reader that stops before SIO_WANT_READ must come back for them. */
+bool sio_pending(const struct sio *s);
+
 /* A short description of the last SIO_ERROR into BUF (OpenSSL's reason, or strerror). */
 const char *sio_error_text(const struct sio *s, char *buf, size_t len);
 

@@ -29,16 +29,22 @@ static void slot_index_init(void)
     slot_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 }
 
-/* Runs on the thread that owns the connection, so the slot needs no lock. */
+/*
+ * Runs on the thread that owns the connection, so the slot needs no lock. The slot keeps a
+ * copy: OpenSSL marks a connection's own session non-resumable when the connection is freed
+ * without a close_notify exchange (every pooled connection ends that way), which would spoil
+ * the slot's session too if it were the same object.
+ */
 static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
 {
     struct tls_session_slot *slot = SSL_get_ex_data(ssl, slot_index);
-    if (!slot)
+    SSL_SESSION *copy = slot ? SSL_SESSION_dup(sess) : NULL;
+    if (!copy)
         return 0;
     if (slot->session)
         SSL_SESSION_free(slot->session);
-    slot->session = sess;
-    return 1; /* the slot keeps this reference */
+    slot->session = copy;
+    return 0; /* OpenSSL keeps its own reference to SESS */
 }
 
 void tls_session_slot_clear(struct tls_session_slot *slot)
@@ -67,6 +73,9 @@ SSL_CTX *tls_client_ctx_new(const char *ca_file, char *errbuf, size_t errlen)
     SSL_CTX_sess_set_new_cb(ctx, new_session_cb);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    /* Read whole records and what follows them in one read(2), not header and body apart;
+     * readers check sio_pending for what OpenSSL then holds. */
+    SSL_CTX_set_read_ahead(ctx, 1);
 
     int ok = ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
                      : SSL_CTX_set_default_verify_paths(ctx);
@@ -93,7 +102,7 @@ SSL *tls_client_new(SSL_CTX *ctx, const char *host, struct tls_session_slot *slo
         return NULL;
     if (slot) {
         SSL_set_ex_data(ssl, slot_index, slot);
-        if (slot->session)
+        if (slot->session && SSL_SESSION_is_resumable(slot->session))
             SSL_set_session(ssl, slot->session);
     }
     X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
@@ -129,6 +138,7 @@ SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, char *e
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
                                  SSL_OP_IGNORE_UNEXPECTED_EOF);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_read_ahead(ctx, 1);
     if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
         openssl_reason(reason, sizeof(reason));
         snprintf(errbuf, errlen, "cannot load the certificate chain %s: %s", cert_file, reason);

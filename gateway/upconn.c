@@ -57,7 +57,7 @@ struct upconn {
     size_t pos;
     unsigned nreq;
     bool rev_on, wev_on;
-    bool head_done, read_paused, above_high;
+    bool head_done, read_paused;
     bool parsing; /* a response is being parsed (the parser is initialised for it) */
     bool in_event, doomed;
 };
@@ -114,6 +114,24 @@ static void consumed(struct upx *x, size_t w)
     size_t a = w < in_iov ? w : in_iov;
     x->iov_sent += a;
     outq_consume(&x->body, w - a);
+}
+
+bool upx_full(struct upx *x)
+{
+    if (x->body.bytes <= HIGH_WATER)
+        return false;
+    x->waiting = true;
+    return true;
+}
+
+/* From the loop only: the body queue has room again for a sender that was told to wait. */
+static void report_drained(struct upconn *u)
+{
+    if (u->x && u->x->waiting && u->x->body.bytes < LOW_WATER) {
+        u->x->waiting = false;
+        if (u->cb->drained)
+            u->cb->drained(u->arg);
+    }
 }
 
 /* Write what can be written now. Returns false when the connection broke. */
@@ -278,6 +296,8 @@ static void read_response(struct upconn *u)
     if (n > 0) {
         rb->len += (size_t)n;
         process(u);
+        if (!u->doomed && u->x && !u->read_paused && sio_pending(&u->io))
+            event_active(&u->rev, EV_READ, 0); /* TLS holds more: no socket event will say */
         return;
     }
     if (n == SIO_WANT_READ || n == SIO_WANT_WRITE) {
@@ -312,6 +332,8 @@ static void became_ready(struct upconn *u)
         return;
     if (!write_some(u))
         fail(u, GW_ERR_UPSTREAM_PROTOCOL, "connection closed while sending the request");
+    else
+        report_drained(u);
 }
 
 static void handshake(struct upconn *u)
@@ -380,10 +402,8 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
         handshake(u);
     } else if (!write_some(u)) {
         fail(u, GW_ERR_UPSTREAM_PROTOCOL, "connection closed while sending the request");
-    } else if (u->x && u->above_high && u->x->body.bytes < LOW_WATER) {
-        u->above_high = false;
-        if (u->cb->drained)
-            u->cb->drained(u->arg);
+    } else {
+        report_drained(u);
     }
     finish_event(u);
 }
@@ -400,6 +420,8 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
             /* TLS may have needed this read to make writing possible again. */
             if (!write_some(u))
                 fail(u, GW_ERR_UPSTREAM_PROTOCOL, "connection closed while sending the request");
+            else
+                report_drained(u);
         }
     } else if (u->state == U_READY) {
         /* Idle: the server closed the connection, or sent bytes nobody asked for. */
@@ -460,7 +482,6 @@ void upconn_start(struct upconn *u, struct upx *x)
     u->nreq++;
     u->head_done = false;
     u->read_paused = false;
-    u->above_high = false;
     if (u->state != U_READY)
         return; /* written once ready */
     if (!write_some(u)) {
@@ -470,15 +491,12 @@ void upconn_start(struct upconn *u, struct upx *x)
     }
 }
 
-int upconn_kick(struct upconn *u)
+void upconn_kick(struct upconn *u)
 {
     if (u->state == U_READY && u->x && !u->wev_on && !write_some(u))
         wev_set(u, true); /* the failure shows on the next write attempt */
-    if (u->x && u->x->body.bytes > HIGH_WATER) {
-        u->above_high = true;
-        return 1;
-    }
-    return 0;
+    if (u->state == U_READY && u->x && u->x->waiting && u->x->body.bytes < LOW_WATER && !u->wev_on)
+        event_active(&u->wev, EV_WRITE, 0); /* written at once: say so from the loop */
 }
 
 void upconn_pause_read(struct upconn *u)

@@ -38,6 +38,7 @@ struct upx {
     struct outq body;  /* streamed body bytes not yet written */
     bool body_end;     /* no more body bytes will come (always true without streaming) */
     bool head_request; /* HEAD: the response has no body */
+    bool waiting;      /* the body's sender was told to wait: report drained */
     uint64_t sent;     /* request bytes the kernel took; > 0 forbids a retry */
 };
 
@@ -69,9 +70,12 @@ void upconn_set_owner(struct upconn *u, const struct upconn_cb *cb, void *arg);
 
 /* Carry X: its bytes are written as soon as the connection is ready. */
 void upconn_start(struct upconn *u, struct upx *x);
-/* More body bytes were queued on the exchange (or body_end set): write them. Returns 1 when
- * more than the high watermark waits (a streaming sender should wait for drained). */
-int upconn_kick(struct upconn *u);
+/* More body bytes were queued on the exchange (or body_end set): write them. */
+void upconn_kick(struct upconn *u);
+
+/* Does more than the high watermark wait in X's body queue? Then the sender must wait: X is
+ * marked, and drained is called (from the loop) once the queue fell below the low mark. */
+bool upx_full(struct upx *x);
 
 /* Stop and resume reading the response (back-pressure towards a slow bot). */
 void upconn_pause_read(struct upconn *u);

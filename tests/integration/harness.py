@@ -79,7 +79,7 @@ class TestCA:
 class Proc:
     """A child process whose stdout/stderr lines are collected by reader threads."""
 
-    def __init__(self, name, argv, logdir, env=None):
+    def __init__(self, name, argv, logdir, env=None, preexec_fn=None):
         self.name = name
         self.argv = argv
         self.expect_failure = False
@@ -88,8 +88,10 @@ class Proc:
         self.logpath = os.path.join(logdir, name + ".log")
         self.logfile = open(self.logpath, "w")
         self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  env=env, text=True, errors="replace")
+                                  env=env, text=True, errors="replace", preexec_fn=preexec_fn)
         self.first_stdout = queue.Queue()
+        self.reading = threading.Event()  # cleared: the readers stop taking lines (a stalled sink)
+        self.reading.set()
         self.readers = [threading.Thread(target=self._read, args=(self.p.stdout, True),
                                          daemon=True),
                         threading.Thread(target=self._read, args=(self.p.stderr, False),
@@ -97,9 +99,17 @@ class Proc:
         for t in self.readers:
             t.start()
 
+    def pause_reading(self):
+        """Stop reading the process's output, so its pipes fill up."""
+        self.reading.clear()
+
+    def resume_reading(self):
+        self.reading.set()
+
     def _read(self, stream, is_stdout):
         first = True
         for line in stream:
+            self.reading.wait()
             with self.lock:
                 self.lines.append(line.rstrip("\n"))
                 if not self.logfile.closed:
@@ -215,7 +225,7 @@ level = {log_level}
 
 
 class Gateway:
-    def __init__(self, logdir, api_url, auth_url=None, ca_file=None, **opts):
+    def __init__(self, logdir, api_url, auth_url=None, ca_file=None, preexec_fn=None, **opts):
         values = dict(threads=2, request_timeout="10s", shutdown_timeout="5s",
                       max_header_size="16k", max_body_size="1m", connect_timeout="2s",
                       response_timeout="5s", log_level="info", server_extra="",
@@ -229,7 +239,7 @@ class Gateway:
         with open(self.conf, "w") as f:
             f.write(DEFAULT_CONF.format(**values))
         self.proc = Proc("gateway", [os.path.join(BUILD, "anymate-gateway"), "-c", self.conf],
-                         logdir)
+                         logdir, preexec_fn=preexec_fn)
 
         def listening():
             if self.proc.p.poll() is not None:
@@ -364,6 +374,15 @@ class GatewayTest(unittest.TestCase):
         gw = self.own(Gateway(self.tmp, url, ca_file=ca_file, **opts))
         if ready:
             gw.wait_ready()
+        return gw
+
+    def mock_gateway(self, mock, ca, **opts):
+        """A ready gateway in front of MOCK (over TLS with CA) that sends a bot token on every
+        request; the mock's requests before it are not counted by forwarded()."""
+        gw = self.gateway("https://localhost:%d" % mock.port, ca_file=ca.cert, **opts)
+        self.bearer = self.token(gw)
+        gw.default_headers = {"Authorization": "Bearer " + self.bearer}
+        self.mock_requests_before = len(mock.requests())
         return gw
 
     def token(self, gw, user="mate1"):

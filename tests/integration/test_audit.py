@@ -5,6 +5,8 @@ outages lose nothing and forward nothing unaudited."""
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import threading
 import time
@@ -91,6 +93,35 @@ class AuditTest(GatewayTest):
     def wait_rows(self, q, n, what):
         return wait_for(lambda: (lambda r: r if len(r) >= n else None)(self.rows(q)),
                         what=what)
+
+    def hold_lock(self, table="finishrun_audit"):
+        """A transaction that locks TABLE against inserts until release() is called: commits
+        then wait (a frozen ledger) instead of failing."""
+        p = subprocess.Popen(self.pg._psql_cmd(self.db) + ["-t", "-A"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p.stdin.write("begin;\nlock table %s in exclusive mode;\nselect 'locked';\n" % table)
+        p.stdin.flush()
+        self.assertEqual(p.stdout.readline().strip(), "locked")
+
+        def release():
+            if p.poll() is None:
+                p.stdin.write("commit;\n")
+                p.stdin.close()
+                p.wait(10)
+        self.addCleanup(release)
+        return release
+
+    def raw(self, gw, data):
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+        s.sendall(data)
+        return s
+
+    def finishrun_bytes(self, gw, run_id, request_id, body=None):
+        body = body if body is not None else json.dumps({"runId": run_id}).encode()
+        return (b"POST /api/FinishRun/ HTTP/1.1\r\nHost: g\r\nAuthorization: " +
+                gw.default_headers["Authorization"].encode() + b"\r\nX-Request-Id: " +
+                request_id.encode() + b"\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body) + body)
 
     # ---- tests --------------------------------------------------------------------------
 
@@ -320,6 +351,69 @@ class AuditTest(GatewayTest):
         data = json.dumps(body).encode() if body is not None else None
         status, headers, out = gw.request(method, path, body=data, headers=hdrs, conn=conn)
         return status, headers, (json.loads(out) if out else None)
+
+    def test_bot_gone_while_its_record_commits_is_not_forwarded(self):
+        gw = self.audit_gateway(commit_timeout="5s")
+        s, _, run = self.call(gw, "GET", "/api/StartOrGetRun/runs/")
+        self.wait_rows("select 1 from run_process where run_id = %d" % run["runId"], 1,
+                       "the run mapping")
+        release = self.hold_lock()
+        sock = self.raw(gw, self.finishrun_bytes(gw, run["runId"], "gone-before-commit"))
+        time.sleep(0.3)  # the insert waits for the lock
+        sock.close()
+        time.sleep(0.2)
+        release()
+        rows = self.wait_rows("select f.decision, o.failure, o.status_sent, o.upstream_status "
+                              "from finishrun_audit f join audit_outcome o using "
+                              "(request_id, received_at) where f.request_id = "
+                              "'gone-before-commit'", 1, "record and outcome")
+        self.assertEqual(rows, [["accepted", "client.closed", "499", None]])
+        finish = [r for r in self.mock.requests() if "FinishRun" in r["path"]]
+        self.assertEqual(finish, [])
+
+    def test_sigterm_with_requests_in_every_phase(self):
+        gw = self.audit_gateway(commit_timeout="5s", shutdown_timeout="1s")
+        s, _, run = self.call(gw, "GET", "/api/StartOrGetRun/runs/")
+        self.wait_rows("select 1 from run_process where run_id = %d" % run["runId"], 1,
+                       "the run mapping")
+        auth = gw.default_headers["Authorization"].encode()
+        release = self.hold_lock()
+        socks = {
+            "head": self.raw(gw, b"GET /api/OkToRun/runs HTTP/1.1\r\nHost: g\r\n"),
+            "body": self.raw(gw, self.finishrun_bytes(gw, run["runId"], "in-body")[:-5]),
+            "commit": self.raw(gw, self.finishrun_bytes(gw, run["runId"], "in-commit")),
+            "upstream": self.raw(gw, b"GET /api/OkToRun/runs HTTP/1.1\r\nHost: g\r\n"
+                                     b"Authorization: " + auth + b"\r\nX-Mock-Delay-Ms: 3000\r\n"
+                                     b"\r\n"),
+            "reply": self.raw(gw, b"GET /api/GetRules/runs HTTP/1.1\r\nHost: g\r\n"
+                                  b"Authorization: " + auth + b"\r\nX-Mock-Response-Bytes: "
+                                  b"8388608\r\n\r\n"),
+        }
+        wait_for(lambda: len([r for r in self.mock.requests() if "OkToRun" in r["path"] or
+                              "GetRules" in r["path"]]) >= 2, what="requests at the mock")
+        t0 = time.monotonic()
+        gw.proc.p.send_signal(signal.SIGTERM)
+        self.assertEqual(gw.proc.p.wait(15), 0)
+        self.assertLess(time.monotonic() - t0, 6)  # shutdown_timeout 1 s, a grace of 1 s
+        release()
+        for name, sock in socks.items():
+            with self.subTest(phase=name):
+                sock.settimeout(5)
+                got = b""
+                try:
+                    while True:
+                        chunk = sock.recv(1 << 20)
+                        if not chunk:
+                            break
+                        got += chunk
+                except OSError:
+                    pass  # reset: the connection was closed
+                # an answer (503 for what had not been answered) or a plain close, never a hang
+                if got.startswith(b"HTTP/1.1 5"):
+                    self.assertTrue(got.startswith(b"HTTP/1.1 503"), got[:100])
+                sock.close()
+        finish = [r for r in self.mock.requests() if "FinishRun" in r["path"]]
+        self.assertEqual(finish, [], "nothing waiting for its record was forwarded")
 
     def test_database_down_503_nothing_forwarded_then_recovers(self):
         gw = self.audit_gateway(commit_timeout="3s", audit_extra="reconnect_max = 200ms\n")

@@ -44,10 +44,6 @@ ENDPOINTS = [
 ]
 
 
-def mock_url(mock):
-    return "https://localhost:%d" % mock.port
-
-
 class ProxyTest(GatewayTest):
     def setUp(self):
         super().setUp()
@@ -55,11 +51,7 @@ class ProxyTest(GatewayTest):
 
     def gw(self, **opts):
         """A ready gateway in front of the mock, with a bot token sent on every request."""
-        gw = self.gateway(mock_url(self.mock), ca_file=self.ca_.cert, **opts)
-        self.bearer = self.token(gw)
-        gw.default_headers = {"Authorization": "Bearer " + self.bearer}
-        self.mock_requests_before = len(self.mock.requests())
-        return gw
+        return self.mock_gateway(self.mock, self.ca_, **opts)
 
     def forwarded(self):
         """What the mock received after the token call of gw()."""

@@ -117,6 +117,7 @@ struct mock_conn *mock_conn_of(struct mock_server *srv, struct evhttp_connection
 void mock_conn_reset(struct mock_server *srv)
 {
     struct mock_conn *c;
+    srv->tls_full = srv->tls_resumed = 0;
     while ((c = TAILQ_FIRST(&srv->closed_conns)) != NULL) {
         TAILQ_REMOVE(&srv->closed_conns, c, link);
         free(c);
@@ -384,6 +385,20 @@ static void print_ssl_error(const char *what, const char *path)
     ERR_clear_error();
 }
 
+/* Counts full and resumed handshakes, so tests can prove that clients resume sessions. */
+static void tls_info_cb(const SSL *ssl, int where, int ret)
+{
+    if (!(where & SSL_CB_HANDSHAKE_DONE))
+        return;
+    struct mock_server *srv = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    if (srv == NULL)
+        return;
+    if (SSL_session_reused((SSL *)ssl))
+        srv->tls_resumed++;
+    else
+        srv->tls_full++;
+}
+
 static SSL_CTX *tls_context(const char *cert, const char *key)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -392,6 +407,7 @@ static SSL_CTX *tls_context(const char *cert, const char *key)
         return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_info_callback(ctx, tls_info_cb);
     if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
         print_ssl_error("cannot load --tls-cert", cert);
         goto free_ctx;
@@ -445,6 +461,7 @@ static int server_prepare(struct mock_server *srv, const struct options *o)
         srv->ssl_ctx = tls_context(o->tls_cert, o->tls_key);
         if (srv->ssl_ctx == NULL)
             return -1;
+        SSL_CTX_set_app_data(srv->ssl_ctx, srv);
     }
     return 0;
 }

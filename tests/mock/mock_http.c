@@ -490,13 +490,14 @@ static json_t *stats_json(struct mock_server *srv)
     json_t *list = json_array();
     add_conn_stats(list, &srv->closed_conns, &n);
     add_conn_stats(list, &srv->open_conns, &n);
-    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "connections",
-                     (json_int_t)n.accepted, "requests",
-                     (json_int_t)(srv->requests_total + srv->control_requests_total),
-                     "open_connections", (json_int_t)n.open, "api_connections", (json_int_t)n.api,
-                     "api_requests", (json_int_t)srv->requests_total, "api_open_connections",
-                     (json_int_t)n.api_open, "control_requests",
-                     (json_int_t)srv->control_requests_total, "per_connection", list);
+    return json_pack(
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "connections", (json_int_t)n.accepted,
+        "requests", (json_int_t)(srv->requests_total + srv->control_requests_total),
+        "open_connections", (json_int_t)n.open, "api_connections", (json_int_t)n.api,
+        "api_requests", (json_int_t)srv->requests_total, "api_open_connections",
+        (json_int_t)n.api_open, "control_requests", (json_int_t)srv->control_requests_total,
+        "tls_full_handshakes", (json_int_t)srv->tls_full, "tls_resumed_handshakes",
+        (json_int_t)srv->tls_resumed, "per_connection", list);
 }
 
 static void control_endpoint(struct exchange *ex, const char *name)

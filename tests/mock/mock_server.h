@@ -56,6 +56,7 @@ struct mock_server {
     long long next_conn;
     long long requests_total;         /* requests outside /_mock/, since reset */
     long long control_requests_total; /* /_mock/ requests, since reset */
+    long long tls_full, tls_resumed;  /* TLS handshakes completed, since reset */
 
     TAILQ_HEAD(, mock_reply) replies;  /* owned: delayed responses */
     TAILQ_HEAD(, mock_accept) accepts; /* owned: see anymate_mock.c */
