@@ -563,6 +563,8 @@ enum http1_rc http1_parse_head(struct http1_parser *p, const char *buf, size_t l
                 }
             }
             p->head->len = p->fed;
+            /* The body phase must not need the head: its caller may reuse that memory. */
+            p->body_kind = p->head->body;
             p->state = p->msg_done ? P_DONE : P_BODY;
             return HTTP1_DONE;
         }
@@ -613,7 +615,7 @@ enum http1_rc http1_parse_body(struct http1_parser *p, const char *data, size_t 
     remember_tail(p, data, *used);
     if (rc == HTTP1_DONE) {
         /* llhttp takes a bare LF for the empty line that ends a chunked body. */
-        if (p->head->body == HTTP1_BODY_CHUNKED && memcmp(p->tail, "\r\n\r\n", 4) != 0) {
+        if (p->body_kind == HTTP1_BODY_CHUNKED && memcmp(p->tail, "\r\n\r\n", 4) != 0) {
             fail(p, p->type == HTTP1_RESPONSE ? GW_ERR_UPSTREAM_PROTOCOL : GW_ERR_BAD_CHUNK,
                  "the chunked body must end with CRLF CRLF");
             return HTTP1_ERROR;
@@ -630,7 +632,7 @@ enum http1_rc http1_finish(struct http1_parser *p)
         return HTTP1_DONE;
     if (p->state == P_ERROR)
         return HTTP1_ERROR;
-    if (p->state == P_BODY && p->head->body == HTTP1_BODY_EOF) {
+    if (p->state == P_BODY && p->body_kind == HTTP1_BODY_EOF) {
         llhttp_errno_t e = llhttp_finish(&p->ll);
         if (e == HPE_OK || e == HPE_PAUSED) {
             p->state = P_DONE;

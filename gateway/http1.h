@@ -22,8 +22,9 @@
  *
  * Pure: no I/O, no allocation, no logging. The head is parsed in place: the caller keeps the
  * head's bytes contiguous from its first byte, and every span in struct http1_head is an offset
- * into them. Body bytes are handed to a callback as they are decoded, pointing into the
- * caller's data for the duration of the call.
+ * into them. Once the head is done the parser no longer touches struct http1_head, so the
+ * caller may reuse its memory while the body is parsed. Body bytes are handed to a callback as they
+ * are decoded, pointing into the caller's data for the duration of the call.
  */
 #ifndef GW_HTTP1_H
 #define GW_HTTP1_H
@@ -87,10 +88,11 @@ typedef int (*http1_body_fn)(void *arg, const char *data, size_t len);
 struct http1_parser {
     llhttp_t ll;
     enum http1_type type;
-    int state;               /* internal */
-    struct http1_head *head; /* being filled; the caller's */
-    const char *base;        /* start of the head during a parse_head call */
-    uint32_t fed;            /* head bytes already given to llhttp */
+    int state;                 /* internal */
+    struct http1_head *head;   /* being filled; the caller's; not used after the head is done */
+    enum http1_body body_kind; /* of the message whose body is being parsed */
+    const char *base;          /* start of the head during a parse_head call */
+    uint32_t fed;              /* head bytes already given to llhttp */
     size_t max_head;
     bool no_body; /* responses: to a HEAD request (the head says nothing about a body then) */
     bool in_name, value_seen;

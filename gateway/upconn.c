@@ -58,7 +58,8 @@ struct upconn {
     unsigned nreq;
     bool rev_on, wev_on;
     bool head_done, read_paused;
-    bool parsing; /* a response is being parsed (the parser is initialised for it) */
+    bool parsing;    /* a response is being parsed (the parser is initialised for it) */
+    bool keep_alive; /* the response's head allows another exchange */
     bool in_event, doomed;
 };
 
@@ -177,7 +178,7 @@ static int body_cb(void *arg, const char *data, size_t len)
 /* The exchange's response is complete. */
 static void complete(struct upconn *u)
 {
-    bool keep = u->parser.head->keep_alive;
+    bool keep = u->keep_alive;
     if (u->rb && u->rb->len > u->pos)
         keep = false; /* bytes after the response: the server is confused; do not reuse */
     if (u->rb && u->rb->cap > URB_INITIAL) { /* keep the small buffer for the next exchange */
@@ -218,6 +219,7 @@ static void process(struct upconn *u)
             const char *hbuf = rb->data + u->pos;
             u->pos += rb->head.len;
             u->head_done = true;
+            u->keep_alive = rb->head.keep_alive;
             u->cb->head(u->arg, &rb->head, hbuf);
             if (u->doomed)
                 return;
@@ -310,7 +312,7 @@ static void read_response(struct upconn *u)
     if (u->doomed || !u->x)
         return;
     if (u->head_done && http1_finish(&u->parser) == HTTP1_DONE) {
-        u->parser.head->keep_alive = false;
+        u->keep_alive = false;
         complete(u);
         return;
     }
