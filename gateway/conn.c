@@ -14,9 +14,11 @@
  *           (so it sees the reply instead of a reset)
  *
  * The read buffer (struct rbuf) holds unconsumed bytes from c->pos on, the current head
- * included; it is compacted after every read and goes back to a small per-server cache when
- * empty. The head's struct http1_head lives in it too, so an idle connection costs only the
- * struct conn.
+ * included, and the parser and head structs of the message under way; it exists from a head's
+ * first byte to the end of its body (and while bytes wait), is compacted after every read and
+ * goes back to a small per-server cache when no longer needed. The write event exists only
+ * while a reply waits for the socket. So an idle keep-alive connection costs the struct conn
+ * with its read and timer events, about 0.5 KiB.
  *
  * Freeing. Calls from the request (conn_send, conn_abort, conn_read_body, ...) never free
  * the connection: a connection that must close is marked dead and its timer event activated,
@@ -59,6 +61,7 @@ enum cstate { C_TLS, C_IDLE, C_HEAD, C_ACTIVE, C_FLUSH, C_LINGER };
 struct rbuf {
     struct rbuf *next; /* in the server's cache */
     size_t len, cap;
+    struct http1_parser parser; /* the message under way */
     struct http1_head head;
     char data[];
 };
@@ -67,9 +70,9 @@ struct conn {
     TAILQ_ENTRY(conn) link;
     struct conn_server *srv;
     struct sio io;
-    struct event rev, wev, timer;
+    struct event rev, timer;
+    struct event *wev; /* only while a reply waits for the socket */
     enum cstate state;
-    struct http1_parser parser;
     struct rbuf *rb;
     size_t pos; /* first unconsumed byte in rb (a head being parsed starts here) */
     struct outq out;
@@ -148,11 +151,17 @@ static int rbuf_grow(struct conn *c, size_t cap)
         return -1;
     rb->cap = cap;
     c->rb = rb;
-    http1_rebind(&c->parser, &rb->head);
+    http1_rebind(&rb->parser, &rb->head);
     return 0;
 }
 
-/* Drop consumed bytes; give an empty buffer back unless a head is half parsed. */
+/* Is a message under way whose parser lives in the buffer? */
+static bool mid_message(const struct conn *c)
+{
+    return c->state == C_HEAD || (c->state == C_ACTIVE && c->has_body && !c->body_done);
+}
+
+/* Drop consumed bytes; give an empty buffer back once no message needs its parser. */
 static void rbuf_compact(struct conn *c)
 {
     struct rbuf *rb = c->rb;
@@ -163,7 +172,7 @@ static void rbuf_compact(struct conn *c)
         rb->len -= c->pos;
         c->pos = 0;
     }
-    if (rb->len == 0 && c->state != C_HEAD) {
+    if (rb->len == 0 && !mid_message(c)) {
         rbuf_put(c->srv, rb);
         c->rb = NULL;
     }
@@ -180,13 +189,32 @@ static void rev_set(struct conn *c, bool on)
     c->rev_on = on && !c->dead;
 }
 
+static void on_write(evutil_socket_t fd, short what, void *arg);
+static void mark_dead(struct conn *c);
+
 static void wev_set(struct conn *c, bool on)
 {
-    if (on && !c->wev_on && !c->dead)
-        event_add(&c->wev, NULL);
-    else if (!on && c->wev_on)
-        event_del(&c->wev);
+    if (on && !c->wev_on && !c->dead) {
+        if (!c->wev)
+            c->wev = event_new(c->srv->base, c->io.fd, EV_WRITE | EV_PERSIST, on_write, c);
+        if (!c->wev || event_add(c->wev, NULL) != 0) {
+            c->wev_on = false;
+            mark_dead(c);
+            return;
+        }
+    } else if (!on && c->wev_on) {
+        event_del(c->wev);
+    }
     c->wev_on = on && !c->dead;
+}
+
+/* Between requests the write event is not kept. */
+static void wev_release(struct conn *c)
+{
+    if (c->wev && !c->wev_on) {
+        event_free(c->wev);
+        c->wev = NULL;
+    }
 }
 
 static void timer_in(struct conn *c, uint64_t ms)
@@ -276,6 +304,7 @@ static void finish_reply(struct conn *c)
     c->state = C_IDLE;
     c->want_body = c->body_paused = c->body_done = c->body_stop = 0;
     c->sent_continue = c->reply_done = 0;
+    wev_release(c);
     timer_update(c);
     rev_set(c, true);
     if (c->rb && c->rb->len > c->pos && !c->in_process)
@@ -474,14 +503,14 @@ static void conn_process(struct conn *c)
             if (c->state == C_IDLE) {
                 c->state = C_HEAD;
                 c->t_head_ms = util_now_ms();
-                http1_init(&c->parser, HTTP1_REQUEST, &rb->head, c->srv->lim.max_header_size);
+                http1_init(&rb->parser, HTTP1_REQUEST, &rb->head, c->srv->lim.max_header_size);
                 timer_update(c);
             }
-            enum http1_rc rc = http1_parse_head(&c->parser, rb->data + c->pos, avail);
+            enum http1_rc rc = http1_parse_head(&rb->parser, rb->data + c->pos, avail);
             if (rc == HTTP1_AGAIN)
                 break;
             if (rc == HTTP1_ERROR) {
-                head_refused(c, c->parser.err, c->parser.why);
+                head_refused(c, rb->parser.err, rb->parser.why);
                 continue;
             }
             const char *hbuf = rb->data + c->pos;
@@ -506,11 +535,11 @@ static void conn_process(struct conn *c)
                 break;
             size_t feed = avail < BODY_FEED ? avail : BODY_FEED, used = 0;
             enum http1_rc rc =
-                http1_parse_body(&c->parser, rb->data + c->pos, feed, &used, deliver_body, c);
+                http1_parse_body(&rb->parser, rb->data + c->pos, feed, &used, deliver_body, c);
             if (rc == HTTP1_ERROR) {
                 c->want_body = 0;
                 if (!c->body_stop && c->sink)
-                    c->sink->body_error(c->sink_arg, c->parser.err, c->parser.why);
+                    c->sink->body_error(c->sink_arg, rb->parser.err, rb->parser.why);
                 continue;
             }
             c->pos += rc == HTTP1_AGAIN ? feed : used;
@@ -603,8 +632,6 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
                 mark_dead(c);
                 goto out;
             }
-            if (c->state == C_HEAD)
-                http1_rebind(&c->parser, &c->rb->head);
         }
         struct rbuf *rb = c->rb;
         if (rb->len == rb->cap) {
@@ -641,7 +668,7 @@ out:
 
 static void on_write(evutil_socket_t fd, short what, void *arg)
 {
-    struct conn *c = arg;
+    struct conn *c = arg; /* the write event exists only while needed (wev_set) */
     if (c->dead) {
         conn_close(c);
         return;
@@ -712,7 +739,8 @@ static void conn_close(struct conn *c)
         s->gone(a);
     }
     event_del(&c->rev);
-    event_del(&c->wev);
+    if (c->wev)
+        event_free(c->wev);
     event_del(&c->timer);
     if (c->io.ssl)
         SSL_free(c->io.ssl);
@@ -738,7 +766,6 @@ static void conn_new(struct conn_server *srv, int fd, const struct conn_addr *pe
     c->peer = *peer;
     c->state = C_IDLE;
     event_assign(&c->rev, srv->base, fd, EV_READ | EV_PERSIST, on_read, c);
-    event_assign(&c->wev, srv->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
     evtimer_assign(&c->timer, srv->base, on_timer, c);
     if (srv->tls) {
         c->io.ssl = SSL_new(srv->tls);

@@ -474,6 +474,7 @@ void http1_next(struct http1_parser *p, struct http1_head *head)
 void http1_rebind(struct http1_parser *p, struct http1_head *head)
 {
     p->head = head;
+    p->ll.data = p; /* llhttp keeps no other pointer to the parser between calls */
 }
 
 void http1_set_no_body(struct http1_parser *p)

@@ -121,7 +121,8 @@ void http1_init(struct http1_parser *p, enum http1_type type, struct http1_head 
 /* After a complete message on a kept-alive connection: parse the next one into HEAD. */
 void http1_next(struct http1_parser *p, struct http1_head *head);
 
-/* The head being parsed now lives at HEAD (the caller moved its buffer, struct included). */
+/* P and the head it fills were moved (realloc'd together with the caller's buffer): P is the
+ * parser at its new place, HEAD the head's. */
 void http1_rebind(struct http1_parser *p, struct http1_head *head);
 
 /* Responses: the request was HEAD, so no body follows whatever the head says. Set before the
