@@ -20,6 +20,7 @@ void headers_copy_head(const struct http1_head *h, const char *hbuf, char *dst, 
         const struct http1_field *f = &h->fields[i];
         dst[f->name.off + f->name.len] = '\0';
         out[i].name = dst + f->name.off;
+        out[i].nlen = f->name.len;
         if (f->value.len == 0) {
             out[i].value = "";
         } else {
@@ -39,17 +40,19 @@ void headers_copy_head(const struct http1_head *h, const char *hbuf, char *dst, 
 
 const char *headers_get(const struct hfield *f, unsigned n, const char *name)
 {
+    size_t len = strlen(name);
     for (unsigned i = 0; i < n; i++)
-        if (strcasecmp(f[i].name, name) == 0)
+        if (f[i].nlen == len && strcasecmp(f[i].name, name) == 0)
             return f[i].value;
     return NULL;
 }
 
 unsigned headers_count(const struct hfield *f, unsigned n, const char *name)
 {
+    size_t len = strlen(name);
     unsigned c = 0;
     for (unsigned i = 0; i < n; i++)
-        c += strcasecmp(f[i].name, name) == 0;
+        c += f[i].nlen == len && strcasecmp(f[i].name, name) == 0;
     return c;
 }
 

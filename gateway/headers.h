@@ -16,6 +16,7 @@
 struct hfield {
     const char *name;
     const char *value; /* leading and trailing whitespace removed */
+    size_t nlen;       /* strlen(name): lookups compare lengths first */
 };
 
 /*
