@@ -395,6 +395,14 @@ static int sink_body(void *arg, const char *data, size_t len)
                  r->match.route ? r->match.route->name : "request", r->body_limit);
         stop_pending_work(r);
         r->close = true;
+        if (r->reply_started) { /* the upstream already answered part: cut it off */
+            r->error_code = errors_info(GW_ERR_BODY_TOO_LARGE)->code;
+            conn_abort(r->conn);
+            r->conn = NULL;
+            r->replied = true;
+            request_finish(r);
+            return -1;
+        }
         request_reply_error(r, GW_ERR_BODY_TOO_LARGE, msg);
         return -1;
     }

@@ -13,7 +13,6 @@ Needs nginx and wrk (Debian packages; installed on demand) and PostgreSQL (make 
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
 import harness  # noqa: E402
+from benchlib import WRK_DONE, median, need, wrk  # noqa: E402
 import pg  # noqa: E402
 
 WRK_LUA = """
@@ -32,12 +32,6 @@ wrk.method = "POST"
 wrk.body = '{"runId": %d, "overwriteSecondsSaved": null, "overwriteEntries": 5}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer %s"
-done = function(summary, latency, requests)
-  io.write(string.format("RESULT %%d %%d %%.1f %%.1f %%.1f %%d\\n", summary.requests,
-    summary.duration, latency:percentile(50), latency:percentile(99), latency.max,
-    summary.errors.status + summary.errors.connect + summary.errors.read +
-    summary.errors.write + summary.errors.timeout))
-end
 """
 
 NGINX_CONF = """
@@ -69,20 +63,6 @@ http {
 """
 
 
-def need(tool, package):
-    if shutil.which(tool):
-        return
-    subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True,
-                   env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
-
-
-def wrk(url, script, seconds, conns):
-    out = subprocess.run(["wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency", "-s",
-                          script, url], capture_output=True, text=True, check=True).stdout
-    m = re.search(r"RESULT (\d+) (\d+) ([\d.]+) ([\d.]+) ([\d.]+) (\d+)", out)
-    reqs, dur_us, p50, p99, mx, errors = m.groups()
-    return dict(rps=int(reqs) / (int(dur_us) / 1e6), p50=float(p50) / 1000,
-                p99=float(p99) / 1000, max=float(mx) / 1000, errors=int(errors))
 
 
 def main():
@@ -140,7 +120,7 @@ def main():
         run_id = json.loads(data)["runId"]
         script = os.path.join(tmp, "finishrun.lua")
         with open(script, "w") as f:
-            f.write(WRK_LUA % (run_id, token))
+            f.write(WRK_LUA % (run_id, token) + WRK_DONE)
 
         ngx_dir = os.path.join(tmp, "nginx")
         os.mkdir(ngx_dir)
@@ -171,10 +151,6 @@ def main():
         ngx.terminate()
         ngx.wait(10)
         rows = int(cluster.psql("select count(*) from finishrun_audit")[0][0])
-
-        def median(xs):
-            xs = sorted(xs)
-            return xs[len(xs) // 2]
 
         print("\nFinishRun, %d connections, %d rounds of %ds per configuration (medians), %d "
               "gateway threads / nginx workers, all processes on the same 2 cores\n" % (

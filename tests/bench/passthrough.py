@@ -17,7 +17,6 @@ and after, per connection. Access logs are off everywhere (nginx and HAProxy log
 Needs nginx, haproxy and wrk (Debian packages; installed on demand when run as root).
 """
 import argparse
-import json
 import os
 import re
 import resource
@@ -34,6 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
 import harness  # noqa: E402
+from benchlib import WRK_DONE, median, need, wrk  # noqa: E402
 import pg  # noqa: E402
 
 ANSWER = '{"succeeded":true,"message":"ok","gateOpen":true,"okToRun":true}'
@@ -43,12 +43,6 @@ wrk.method = "%(method)s"
 %(body)s
 wrk.headers["Authorization"] = "Bearer aaaaaaaa.bbbbbbbbbbbb.cccccccc"
 wrk.headers["Content-Type"] = "application/json"
-done = function(summary, latency, requests)
-  io.write(string.format("RESULT %%d %%d %%.1f %%.1f %%.1f %%d\\n", summary.requests,
-    summary.duration, latency:percentile(50), latency:percentile(99), latency.max,
-    summary.errors.status + summary.errors.connect + summary.errors.read +
-    summary.errors.write + summary.errors.timeout))
-end
 """
 
 PATHS = [
@@ -143,20 +137,6 @@ def raise_nofile():
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def need(tool, package):
-    if shutil.which(tool):
-        return
-    subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True,
-                   env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
-
-
-def wrk(url, script, seconds, conns):
-    out = subprocess.run(["wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency", "-s",
-                          script, url], capture_output=True, text=True, check=True).stdout
-    m = re.search(r"RESULT (\d+) (\d+) ([\d.]+) ([\d.]+) ([\d.]+) (\d+)", out)
-    reqs, dur_us, p50, p99, mx, errors = m.groups()
-    return dict(rps=int(reqs) / (int(dur_us) / 1e6), p50=float(p50) / 1000,
-                p99=float(p99) / 1000, max=float(mx) / 1000, errors=int(errors))
 
 
 def rss_kib(pid):
@@ -231,9 +211,6 @@ def wait_port(port, what):
     harness.wait_for(up, what=what)
 
 
-def median(xs):
-    xs = sorted(xs)
-    return xs[len(xs) // 2]
 
 
 def main():
@@ -268,7 +245,7 @@ def main():
         for name, path, method, body in PATHS:
             script = os.path.join(tmp, "%s.lua" % method)
             with open(script, "w") as f:
-                f.write(WRK_LUA % dict(method=method, body=body))
+                f.write(WRK_LUA % dict(method=method, body=body) + WRK_DONE)
             scripts.append((name, path, script))
 
         results = {}   # (workers, upstream, path) -> {proxy: [rounds]}

@@ -307,6 +307,27 @@ class FaultTest(GatewayTest):
         s.close()
         self.assertEqual(self.forwarded("CreateTask")[-1]["body"], part + part)
 
+    def test_streamed_body_over_the_limit_is_413_and_never_complete_upstream(self):
+        gw = self.gw(max_body_size="64k")
+        s = socket.create_connection(("127.0.0.1", gw.port))
+        s.sendall(head("POST", "/api/CreateTask/pk1", self.bearer,
+                       b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"))
+        piece = b"y" * 16384
+        status = None
+        try:
+            for _ in range(8):  # 128 KiB, twice the limit, in chunks
+                s.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+                time.sleep(0.02)
+        except OSError:
+            pass  # the gateway answered and closed
+        status, headers, data = read_reply(s)
+        self.assertEqual(status, 413)
+        self.assertEqual(json.loads(data)["error"], "request.body_too_large")
+        self.assertEqual(headers["connection"], "close")
+        s.close()
+        time.sleep(0.3)
+        self.assertEqual(self.forwarded("CreateTask"), [])  # the upstream never got it whole
+
     # ---- TLS ----
 
     def test_tls_sessions_are_resumed_upstream(self):

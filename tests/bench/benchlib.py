@@ -1,0 +1,40 @@
+"""What the benchmarks share: installing a tool on demand, one wrk run (its Lua script prints a
+RESULT line from wrk's summary), medians."""
+import os
+import re
+import shutil
+import subprocess
+
+# Appended to every wrk script: one machine-readable line with requests, duration (us),
+# p50, p99 and max latency (us) and the error count.
+WRK_DONE = """
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %.1f %.1f %.1f %d\\n", summary.requests,
+    summary.duration, latency:percentile(50), latency:percentile(99), latency.max,
+    summary.errors.status + summary.errors.connect + summary.errors.read +
+    summary.errors.write + summary.errors.timeout))
+end
+"""
+
+
+def need(tool, package):
+    """Install PACKAGE with apt-get unless TOOL is on the PATH."""
+    if shutil.which(tool):
+        return
+    subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True,
+                   env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+
+
+def wrk(url, script, seconds, conns):
+    """One wrk run (one thread): req/s, p50/p99/max in ms, errors."""
+    out = subprocess.run(["wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency", "-s",
+                          script, url], capture_output=True, text=True, check=True).stdout
+    m = re.search(r"RESULT (\d+) (\d+) ([\d.]+) ([\d.]+) ([\d.]+) (\d+)", out)
+    reqs, dur_us, p50, p99, mx, errors = m.groups()
+    return dict(rps=int(reqs) / (int(dur_us) / 1e6), p50=float(p50) / 1000,
+                p99=float(p99) / 1000, max=float(mx) / 1000, errors=int(errors))
+
+
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
