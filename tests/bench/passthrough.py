@@ -10,7 +10,8 @@ For each worker count (nginx worker_processes = HAProxy nbthread = gateway threa
 upstream (plain, TLS), every proxy gets the same wrk load (one thread, 32 keep-alive
 connections) on two paths: POST /api/FinishRun/ (validated by the gateway; ledger off) and
 GET /api/OkToRun/x/ (passed through). Rounds are interleaved (each round runs every proxy in
-turn) and medians reported, with the ratios of the gateway to nginx. Then, with one worker,
+turn, starting with a different one each round) and medians reported, with the ratios of the
+gateway to nginx. Then, with one worker,
 RSS per idle keep-alive bot connection: N connections that each made one request, RSS before
 and after, per connection. Access logs are off everywhere (nginx and HAProxy log nothing).
 
@@ -297,9 +298,11 @@ def main():
                 for px in proxies:  # warm-up: pools, TLS sessions
                     wrk("http://127.0.0.1:%d%s" % (ports[px][u], path), script, 1,
                         args.connections)
-            for _ in range(args.rounds):
+            for rnd in range(args.rounds):
                 for u, (name, path, script) in combos:
-                    for px in proxies:
+                    # each round starts with another proxy, so no one always runs first or
+                    # right after the same neighbour
+                    for px in proxies[rnd % 3:] + proxies[:rnd % 3]:
                         r = wrk("http://127.0.0.1:%d%s" % (ports[px][u], path), script,
                                 args.seconds, args.connections)
                         results.setdefault((workers, u, name), {}).setdefault(px, []).append(r)
