@@ -105,9 +105,10 @@ http {
 }
 """
 
+HAPROXY_MAXCONN = 9000
 HAPROXY_CONF = """
 global
-  maxconn 9000
+  maxconn %(maxconn)d
   nbthread %(workers)d
 defaults
   mode http
@@ -222,9 +223,10 @@ def main():
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--upstreams", default="plain,tls")
-    ap.add_argument("--idle", type=int, default=8000,
-                    help="idle connections for RSS (0: skip); HAProxy needs two descriptors "
-                         "per connection and the machine's hard limit is 20000")
+    ap.add_argument("--idle", type=int, default=10000,
+                    help="idle connections for RSS (0: skip); HAProxy gets at most its maxconn "
+                         "(%d): it reserves two descriptors per connection and the machine's "
+                         "hard limit is 20000" % HAPROXY_MAXCONN)
     args = ap.parse_args()
     raise_nofile()
     for tool, pkg in (("wrk", "wrk"), ("nginx", "nginx"), ("haproxy", "haproxy")):
@@ -267,7 +269,8 @@ def main():
             hp, ht = pg.free_port(), pg.free_port()
             with open(os.path.join(wdir, "haproxy.cfg"), "w") as f:
                 f.write(HAPROXY_CONF % dict(workers=workers, up_plain=up_plain, up_tls=up_tls,
-                                            port_plain=hp, port_tls=ht, ca=ca.cert))
+                                            port_plain=hp, port_tls=ht, ca=ca.cert,
+                                            maxconn=HAPROXY_MAXCONN))
             hap = start(["haproxy", "-db", "-f", os.path.join(wdir, "haproxy.cfg")], wdir,
                         "haproxy")
             ports["haproxy"] = {"plain": hp, "tls": ht, "proc": hap}
@@ -310,7 +313,8 @@ def main():
                 for px in proxies:
                     pid = ports[px]["proc"].pid
                     before = rss_kib(pid)
-                    socks = idle_connections(ports[px]["plain"], args.idle, "/api/OkToRun/x/")
+                    n = min(args.idle, HAPROXY_MAXCONN) if px == "haproxy" else args.idle
+                    socks = idle_connections(ports[px]["plain"], n, "/api/OkToRun/x/")
                     time.sleep(1)
                     after = rss_kib(pid)
                     idle[px] = (before, after, len(socks))
@@ -341,11 +345,10 @@ def main():
             print("%-8s %-6s %-24s gateway/nginx: throughput %.2fx (rounds %s), p99 %.2fx\n" % (
                 "", "", "", median(tput), " ".join("%.2f" % t for t in tput), median(p99)))
         if idle:
-            print("RSS per idle keep-alive bot connection (%d connections, one request each, "
-                  "one worker):" % args.idle)
+            print("RSS per idle keep-alive bot connection (one request each, one worker):")
             for px, (before, after, n) in idle.items():
-                print("  %-8s %7.2f KiB  (RSS %d -> %d KiB)" % (px, (after - before) / n,
-                                                                 before, after))
+                print("  %-8s %7.2f KiB  (%d connections, RSS %d -> %d KiB)" % (
+                    px, (after - before) / n, n, before, after))
     finally:
         for p in reversed(procs):
             try:
