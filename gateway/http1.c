@@ -17,6 +17,23 @@
 
 enum { P_HEAD, P_BODY, P_DONE, P_ERROR };
 
+/* Where the glue is in a chunk-size line (L_OFF: llhttp has the bytes). */
+enum {
+    L_OFF,
+    L_SIZE,       /* hex digits, passed to llhttp */
+    L_AFTER_SIZE, /* right after the last digit */
+    L_WS,         /* whitespace that must be followed by ';' */
+    L_NAME0,      /* after ';' (and whitespace): a name must start */
+    L_NAME,       /* in a name */
+    L_NAME_WS,    /* whitespace after a name: '=' or ';' must follow */
+    L_VALUE0,     /* after '=' (and whitespace): a value must start */
+    L_TOKEN,      /* in a token value */
+    L_QUOTED,     /* in a quoted-string value */
+    L_QPAIR,      /* after a backslash in a quoted-string */
+    L_QEND,       /* after the closing quote */
+    L_LF          /* after the line's CR, passed to llhttp */
+};
+
 static void fail(struct http1_parser *p, enum gw_err err, const char *why)
 {
     /* Whatever is wrong with a response, for the bot it is the upstream's fault. */
@@ -378,42 +395,19 @@ static int on_body_cb(llhttp_t *ll, const char *at, size_t n)
 
 static int on_chunk_header(llhttp_t *ll)
 {
-    P(ll)->chunk_line = 0;
+    P(ll)->last_chunk = ll->content_length == 0;
     return 0;
 }
 
-static int on_ext_piece(llhttp_t *ll, const char *at, size_t n)
+/* A chunk's data and its CRLF are done: stop so that the glue reads the next size line. */
+static int on_chunk_complete(llhttp_t *ll)
 {
     struct http1_parser *p = P(ll);
-    p->ext_len += (uint32_t)n;
-    p->chunk_line += n;
-    if (p->chunk_line > HTTP1_MAX_CHUNK_LINE) {
-        fail(p, GW_ERR_BAD_CHUNK, "a chunk's extensions are too long");
-        return -1;
-    }
-    return 0;
-}
-
-static int on_ext_name_complete(llhttp_t *ll)
-{
-    struct http1_parser *p = P(ll);
-    if (p->ext_len == 0) {
-        fail(p, GW_ERR_BAD_CHUNK, "a chunk extension has an empty name");
-        return -1;
-    }
-    p->ext_len = 0;
-    return 0;
-}
-
-static int on_ext_value_complete(llhttp_t *ll)
-{
-    struct http1_parser *p = P(ll);
-    if (p->ext_len == 0) {
-        fail(p, GW_ERR_BAD_CHUNK, "a chunk extension has '=' but no value");
-        return -1;
-    }
-    p->ext_len = 0;
-    return 0;
+    if (p->last_chunk)
+        return 0; /* the last chunk completes just before the message */
+    p->line = L_SIZE;
+    p->chunk_line = 0;
+    return HPE_PAUSED;
 }
 
 static const llhttp_settings_t settings = {
@@ -427,10 +421,7 @@ static const llhttp_settings_t settings = {
     .on_body = on_body_cb,
     .on_message_complete = on_message_complete,
     .on_chunk_header = on_chunk_header,
-    .on_chunk_extension_name = on_ext_piece,
-    .on_chunk_extension_value = on_ext_piece,
-    .on_chunk_extension_name_complete = on_ext_name_complete,
-    .on_chunk_extension_value_complete = on_ext_value_complete,
+    .on_chunk_complete = on_chunk_complete,
 };
 
 /* ---- the parser ---- */
@@ -445,7 +436,8 @@ static void reset_head(struct http1_parser *p, struct http1_head *head)
     p->in_name = p->value_seen = false;
     p->name_len = p->value_len = 0;
     p->body_bytes = p->chunk_line = p->trailer_bytes = 0;
-    p->ext_len = 0;
+    p->line = L_OFF;
+    p->last_chunk = false;
     p->msg_done = false;
     memset(p->tail, 0, sizeof(p->tail));
     p->err = GW_ERR_INTERNAL;
@@ -566,6 +558,8 @@ enum http1_rc http1_parse_head(struct http1_parser *p, const char *buf, size_t l
             p->head->len = p->fed;
             /* The body phase must not need the head: its caller may reuse that memory. */
             p->body_kind = p->head->body;
+            if (p->body_kind == HTTP1_BODY_CHUNKED && !p->msg_done)
+                p->line = L_SIZE;
             p->state = p->msg_done ? P_DONE : P_BODY;
             return HTTP1_DONE;
         }
@@ -591,6 +585,165 @@ static void remember_tail(struct http1_parser *p, const char *data, size_t n)
     }
 }
 
+static bool hexdigit(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
+}
+
+/* Give llhttp N bytes of a chunk-size line (digits, CR, LF): it only counts and checks them. */
+static int pass_line(struct http1_parser *p, const char *data, size_t n)
+{
+    if (n == 0)
+        return 0;
+    llhttp_errno_t e = llhttp_execute(&p->ll, data, n);
+    if (p->state == P_ERROR)
+        return -1;
+    if (e != HPE_OK) {
+        fail_llhttp(p, e);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * A chunk-size line, byte by byte (RFC 9112 7.1 and 7.1.1):
+ *
+ *   chunk-size [ chunk-ext ] CRLF
+ *   chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+ *   chunk-ext-val = token / quoted-string
+ *
+ * llhttp 8.1 refuses valid extensions (a second one after a value, whitespace around ';' and
+ * '=', quoted-pairs), so the glue checks the extensions itself and hands llhttp only the size
+ * digits and the CRLF; the gateway never forwards extensions (it re-frames the bodies it
+ * streams). Consumes bytes of DATA until the line ends or DATA does; returns how many, or -1
+ * with P failed.
+ */
+static long chunk_line(struct http1_parser *p, const char *data, size_t len)
+{
+    size_t run = 0; /* start of bytes to pass to llhttp */
+    size_t i = 0;
+    const char *why = NULL;
+    for (; i < len && why == NULL; i++) {
+        unsigned char c = (unsigned char)data[i];
+        bool ws = c == ' ' || c == '\t';
+        if (++p->chunk_line > HTTP1_MAX_CHUNK_LINE) {
+            why = "a chunk-size line with its extensions is longer than 1024 bytes";
+            break;
+        }
+        switch (p->line) {
+        case L_SIZE:
+            if (hexdigit(c))
+                continue;
+            if (p->chunk_line == 1) {
+                why = "a chunk size must start with a hex digit";
+                break;
+            }
+            p->line = L_AFTER_SIZE;
+            /* fall through */
+        case L_AFTER_SIZE:
+            if (c == '\r') {
+                p->line = L_LF;
+                continue; /* passed with the digits */
+            }
+            if (pass_line(p, data + run, i - run) != 0)
+                return -1;
+            p->line = c == ';' ? L_NAME0 : ws ? L_WS : L_OFF;
+            if (p->line == L_OFF)
+                why = "a chunk size has an invalid character";
+            break;
+        case L_WS:
+            if (c == ';')
+                p->line = L_NAME0;
+            else if (!ws)
+                why = "whitespace in a chunk-size line must be followed by ';'";
+            break;
+        case L_NAME0:
+            if (http1_tchar(c))
+                p->line = L_NAME;
+            else if (!ws)
+                why = "a chunk extension has an empty or invalid name";
+            break;
+        case L_NAME:
+        case L_NAME_WS:
+            if (http1_tchar(c) && p->line == L_NAME)
+                break;
+            if (c == '=')
+                p->line = L_VALUE0;
+            else if (c == ';')
+                p->line = L_NAME0;
+            else if (ws)
+                p->line = L_NAME_WS;
+            else if (c == '\r' && p->line == L_NAME)
+                goto cr;
+            else
+                why = "a chunk extension name is followed by an invalid character";
+            break;
+        case L_VALUE0:
+            if (c == '"')
+                p->line = L_QUOTED;
+            else if (http1_tchar(c))
+                p->line = L_TOKEN;
+            else if (!ws)
+                why = "a chunk extension has '=' but no valid value";
+            break;
+        case L_TOKEN:
+        case L_QEND:
+            if (http1_tchar(c) && p->line == L_TOKEN)
+                break;
+            if (c == ';')
+                p->line = L_NAME0;
+            else if (ws)
+                p->line = L_WS;
+            else if (c == '\r')
+                goto cr;
+            else
+                why = "a chunk extension value is followed by an invalid character";
+            break;
+        case L_QUOTED:
+            if (c == '"')
+                p->line = L_QEND;
+            else if (c == '\\')
+                p->line = L_QPAIR;
+            else if (!(c == '\t' || c == ' ' || c == 0x21 || (c >= 0x23 && c <= 0x7e) || c >= 0x80))
+                why = "a chunk extension's quoted value has an invalid character";
+            break;
+        case L_QPAIR:
+            if (c == '\t' || c == ' ' || (c >= 0x21 && c != 0x7f))
+                p->line = L_QUOTED;
+            else
+                why = "a chunk extension's quoted value escapes an invalid character";
+            break;
+        case L_LF:
+            if (c != '\n') {
+                why = "a chunk-size line must end with CRLF";
+                break;
+            }
+            if (pass_line(p, data + run, i + 1 - run) != 0)
+                return -1;
+            p->line = L_OFF;
+            return (long)(i + 1);
+        default:
+            why = "internal: chunk line state";
+            break;
+        }
+        continue;
+    cr:
+        /* the extensions end: llhttp sees the CR right after the digits */
+        run = i;
+        p->line = L_LF;
+    }
+    if (why != NULL) {
+        fail(p, GW_ERR_BAD_CHUNK, why);
+        return -1;
+    }
+    /* DATA ended inside the line: pass what llhttp must see, keep the state */
+    if (p->line == L_SIZE || p->line == L_AFTER_SIZE || p->line == L_LF) {
+        if (pass_line(p, data + run, len - run) != 0)
+            return -1;
+    }
+    return (long)len;
+}
+
 enum http1_rc http1_parse_body(struct http1_parser *p, const char *data, size_t len, size_t *used,
                                http1_body_fn on_body, void *arg)
 {
@@ -603,17 +756,34 @@ enum http1_rc http1_parse_body(struct http1_parser *p, const char *data, size_t 
         fail(p, GW_ERR_INTERNAL, "body parsed before the head");
         return HTTP1_ERROR;
     }
-    if (len == 0)
-        return HTTP1_AGAIN;
     p->on_body = on_body;
     p->body_arg = arg;
-    const char *stop = NULL;
-    enum http1_rc rc = execute(p, data, len, &stop);
+    size_t pos = 0;
+    enum http1_rc rc = HTTP1_AGAIN;
+    while (pos < len) {
+        if (p->line != L_OFF) {
+            long n = chunk_line(p, data + pos, len - pos);
+            if (n < 0) {
+                rc = HTTP1_ERROR;
+                break;
+            }
+            pos += (size_t)n;
+            continue;
+        }
+        const char *stop = NULL;
+        rc = execute(p, data + pos, len - pos, &stop);
+        if (rc == HTTP1_ERROR)
+            break;
+        pos = (size_t)(stop - data);
+        if (p->msg_done)
+            break;
+        rc = HTTP1_AGAIN; /* paused before a chunk-size line, or all of DATA taken */
+    }
     p->on_body = NULL;
     if (rc == HTTP1_ERROR)
         return rc;
-    *used = (size_t)(stop - data);
-    remember_tail(p, data, *used);
+    *used = pos;
+    remember_tail(p, data, pos);
     if (rc == HTTP1_DONE) {
         /* llhttp takes a bare LF for the empty line that ends a chunked body. */
         if (p->body_kind == HTTP1_BODY_CHUNKED && memcmp(p->tail, "\r\n\r\n", 4) != 0) {

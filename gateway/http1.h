@@ -15,8 +15,9 @@
  *   - HTTP/1.1 without exactly one Host, HTTP/1.0 with more than one, a Host value that is not
  *     host[:port];
  *   - a Transfer-Encoding other than a single "chunked" (the gateway decodes nothing else);
- *   - chunk extensions with an empty name or an empty value, chunk lines or trailers that grow
- *     without bound;
+ *   - chunk extensions that do not follow RFC 9112's grammar (checked here, since llhttp 8.1
+ *     refuses some valid ones: the glue takes chunk-size lines itself and hands llhttp only the
+ *     size and the CRLF), chunk lines or trailers that grow without bound;
  *   - an Expect other than 100-continue (417);
  *   - responses: a status outside 100..599, 101 (no upgrades through the gateway).
  *
@@ -106,8 +107,9 @@ struct http1_parser {
     uint64_t body_bytes; /* decoded */
     uint64_t chunk_line; /* bytes of the current chunk-size line and extensions */
     uint64_t trailer_bytes;
-    uint32_t ext_len; /* current extension name or value */
-    char tail[4];     /* the last bytes of the body phase */
+    int line;        /* internal: where in a chunk-size line */
+    bool last_chunk; /* the chunk being parsed has size 0 */
+    char tail[4];    /* the last bytes of the body phase */
     bool msg_done;
     /* the refusal */
     enum gw_err err;

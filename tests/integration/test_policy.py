@@ -145,6 +145,27 @@ class PolicyTest(GatewayTest):
         self.assertTrue(out.startswith(b"HTTP/1.1 200"), out[:200])
         self.assertEqual(self.forwarded()[0]["body"], body)
 
+    def test_chunk_extensions_rfc_9112_allows_are_accepted_and_not_forwarded(self):
+        """llhttp 8.1 refuses these valid forms; the gateway's own chunk-line check takes
+        them, and the body arrives de-chunked, without the extensions."""
+        gw = self.gw()
+        body = b'{"runId": 501, "overwriteEntries": 3}'
+        raw = (b"POST /api/FinishRun/ HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer " +
+               self.bearer.encode() + b"\r\nContent-Type: application/json\r\n"
+               b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" +
+               b"%x;a=b;c=d\r\n" % 10 + body[:10] + b"\r\n" +
+               b"%x \t; q = \"x\\\"y\" ;flag\r\n" % (len(body) - 10) + body[10:] +
+               b"\r\n0;last=1\r\n\r\n")
+        out, _ = gw.raw(raw)
+        self.assertTrue(out.startswith(b"HTTP/1.1 200"), out[:200])
+        self.assertEqual(self.forwarded()[0]["body"], body)
+        # and what the grammar does not allow is refused, not forwarded
+        bad = raw.replace(b";flag\r\n", b";flag \r\n")
+        out, _ = gw.raw(bad)
+        self.assertTrue(out.startswith(b"HTTP/1.1 400"), out[:200])
+        self.assertIn(b"request.invalid_chunked_body", out)
+        self.assertEqual(len(self.forwarded()), 1)
+
     def test_media_type_and_missing_body(self):
         gw = self.gw()
         body = b'{"runId": 501}'

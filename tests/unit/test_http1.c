@@ -237,6 +237,27 @@ static const struct tcase requests[] = {
        "POST / HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked"
        "\r\n\r\n3;flag\r\nabc\r\n0\r\n\r\n",
        "body:abc\n"),
+    /* RFC 9112 7.1.1 allows what llhttp 8.1 refuses: the glue checks extensions itself. */
+    OK("two chunk extensions with values",
+       "POST / HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n"
+       "3;a=b;c=d\r\nabc\r\n0;e=f;g\r\n\r\n",
+       "body:abc\n"),
+    OK("chunk extensions with whitespace around ';' and '='",
+       "POST / HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n"
+       "3 ;a = b\t; c\r\nabc\r\n2\t; x=\"y\"\r\nde\r\n0\r\n\r\n",
+       "body:abcde\n"),
+    OK("chunk extension quoted-pair and obs-text",
+       "POST / HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n"
+       "3;q=\"a\\\"b\\\\c \xe2\x82\xac\"\r\nabc\r\n0\r\n\r\n",
+       "body:abc\n"),
+    OK("chunk extension empty quoted value",
+       "POST / HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n"
+       "3;q=\"\"\r\nabc\r\n0\r\n\r\n",
+       "body:abc\n"),
+    OK("chunk size with leading zeros",
+       "POST / HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n"
+       "0003\r\nabc\r\n000\r\n\r\n",
+       "body:abc\n"),
     OK("trailers are dropped",
        "POST / HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n"
        "3\r\nabc\r\n0\r\nX-Checksum: 1\r\nX-Other: 2\r\n\r\n",
@@ -322,6 +343,42 @@ static const struct tcase requests[] = {
     BAD("chunk extension CR in quotes",
         "POST / HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked"
         "\r\n\r\n5;n=\"a\rb\"\r\nhello\r\n0\r\n\r\n",
+        GW_ERR_BAD_CHUNK),
+    BAD("chunk size followed by whitespace only",
+        "POST / HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked"
+        "\r\n\r\n5 \r\nhello\r\n0\r\n\r\n",
+        GW_ERR_BAD_CHUNK),
+    BAD("chunk extension name followed by whitespace only",
+        "POST / HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked"
+        "\r\n\r\n5;a \r\nhello\r\n0\r\n\r\n",
+        GW_ERR_BAD_CHUNK),
+    BAD("chunk extension value with a space in it",
+        "POST / HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked"
+        "\r\n\r\n5;a=b c\r\nhello\r\n0\r\n\r\n",
+        GW_ERR_BAD_CHUNK),
+    BAD("chunk extension quote not closed",
+        "POST / HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked"
+        "\r\n\r\n5;a=\"b\r\nhello\r\n0\r\n\r\n",
+        GW_ERR_BAD_CHUNK),
+    BAD("chunk extension quoted-pair of a control character",
+        "POST / HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked"
+        "\r\n\r\n5;a=\"\\\x01\"\r\nhello\r\n0\r\n\r\n",
+        GW_ERR_BAD_CHUNK),
+    BAD("chunk extension DEL in quotes",
+        "POST / HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked"
+        "\r\n\r\n5;a=\"\x7f\"\r\nhello\r\n0\r\n\r\n",
+        GW_ERR_BAD_CHUNK),
+    BAD("chunk extension after a quoted value without ';'",
+        "POST / HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked"
+        "\r\n\r\n5;a=\"b\"c\r\nhello\r\n0\r\n\r\n",
+        GW_ERR_BAD_CHUNK),
+    BAD("chunk line CR without LF",
+        "POST / HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked"
+        "\r\n\r\n5;a\rXhello\r\n0\r\n\r\n",
+        GW_ERR_BAD_CHUNK),
+    BAD("chunk extension ';' without name at the end",
+        "POST / HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked"
+        "\r\n\r\n5;\r\nhello\r\n0\r\n\r\n",
         GW_ERR_BAD_CHUNK),
     BAD("chunk extension empty name",
         "POST / HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked"
@@ -481,6 +538,10 @@ static const struct tcase responses[] = {
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
         "1;=x\r\na\r\n0\r\n\r\n",
         GW_ERR_UPSTREAM_PROTOCOL),
+    OK("chunk extensions",
+       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5 ; a=1 ; b=\"x y\"\r\nhello\r\n"
+       "0;c\r\n\r\n",
+       "body:hello\n"),
     BAD("bare LF", "HTTP/1.1 200 OK\nContent-Length: 0\n\n", GW_ERR_UPSTREAM_PROTOCOL),
     BAD("head ends with bare LF", "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\n",
         GW_ERR_UPSTREAM_PROTOCOL),
@@ -570,6 +631,19 @@ static void test_chunk_lines_and_trailers_are_bounded(void **state)
     deliver(HTTP1_REQUEST, raw, (size_t)o, NULL, 0, false, false, 16384, &res);
     assert_int_equal(res.rc, HTTP1_ERROR);
     assert_int_equal(res.err, GW_ERR_BAD_CHUNK);
+
+    /* The bound counts the whole line with its CRLF: 1024 bytes pass, 1025 do not. */
+    for (int extra = 0; extra <= 1; extra++) {
+        o = snprintf(raw, sizeof(raw),
+                     "POST / HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked"
+                     "\r\n\r\n1;n=");
+        int v = HTTP1_MAX_CHUNK_LINE - 6 + extra;
+        memset(raw + o, 'v', (size_t)v);
+        o += v;
+        o += snprintf(raw + o, sizeof(raw) - (size_t)o, "\r\na\r\n0\r\n\r\n");
+        deliver(HTTP1_REQUEST, raw, (size_t)o, NULL, 0, false, false, 16384, &res);
+        assert_int_equal(res.rc, extra ? HTTP1_ERROR : HTTP1_DONE);
+    }
 
     o = snprintf(raw, sizeof(raw),
                  "POST / HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked"
