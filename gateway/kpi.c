@@ -68,9 +68,14 @@ void kpi_compute(enum kpi_subject subject, const char *process_key,
         return;
     }
     if (ov->has_entries) {
+        /* The entry count is always logged; seconds per entry exist only in Advanced Mode,
+         * so without it the seconds are the process's default. */
         out->rule = KPI_RULE_OVERRIDE_ENTRIES;
         set_entries(out, ov->entries);
-        set_seconds(out, (int64_t)ov->entries * (int64_t)s->seconds_per_entry);
+        if (s->advanced_mode)
+            set_seconds(out, (int64_t)ov->entries * (int64_t)s->seconds_per_entry);
+        else
+            set_seconds(out, subject == KPI_RUN ? s->seconds_per_run : s->seconds_per_task);
         return;
     }
     if (s->advanced_mode) {

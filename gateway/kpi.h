@@ -11,7 +11,9 @@
  *   run, tasks enabled  any   any   per_task           NULL                NULL
  *   run or task         set   set   override_seconds   oE                  oSS
  *   run or task         set   -     override_seconds   DE (*)              oSS
- *   run or task         -     set   override_entries   oE                  oE x SPE
+ *   run or task, AM     -     set   override_entries   oE                  oE x SPE
+ *   run                 -     set   override_entries   oE                  secondsPerRun
+ *   task                -     set   override_entries   oE                  secondsPerTask
  *   run or task, AM     -     -     advanced_defaults  DE                  DE x SPE
  *   run                 -     -     defaults           NULL                secondsPerRun
  *   task                -     -     defaults           NULL                secondsPerTask
@@ -21,8 +23,11 @@
  * in this order; the first that matches applies.
  * (*) in Advanced Mode; NULL otherwise.
  *
- * secondsPerEntry applies to an overwriteEntries override whether or not Advanced Mode is on
- * (anymate-api.md §3: "entries x the default seconds-per-entry"; the mock does the same).
+ * "Seconds saved per entry" exists only in Advanced Mode (design.md §6, clarified): without it
+ * an overwriteEntries is logged as the entry count ("amount of entries is always logged") and
+ * the seconds are the process's default per run (per task). An earlier version valued it as
+ * entries x secondsPerEntry in every mode, i.e. 0 seconds for most processes; a real-SDK bot
+ * session against Anymate's rules found 9 of 56 records valued differently that way.
  * Task actions are valued alike whatever the outcome (Solved, Manual, Retry, Error, their Async
  * variants, Return items): Anymate documents only the "solved task" default (anymate-api.md §3
  * and §7.11), so the gateway, like the mock, invents no per-outcome numbers. A task action is
@@ -50,7 +55,7 @@ struct kpi_settings {
     int32_t seconds_per_task;  /* seconds saved per returned task */
     bool advanced_mode;        /* defaults come from entries x seconds per entry */
     int32_t default_entries;   /* Advanced Mode: entries per run or task */
-    int32_t seconds_per_entry; /* seconds saved per entry (Advanced Mode defaults and any
+    int32_t seconds_per_entry; /* Advanced Mode: seconds saved per entry (defaults and an
                                   overwriteEntries override) */
 };
 

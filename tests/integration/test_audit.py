@@ -20,7 +20,7 @@ PG_OK, PG_WHY = pg.available()
 # The same KPI settings on both sides: the mock's --processes file and process_kpi_settings.
 PROCESSES = {
     "runs":     dict(tasksEnabled=False, secondsPerRun=60, secondsPerTask=0, advancedMode=False,
-                     defaultEntries=0, secondsPerEntry=12),
+                     defaultEntries=0, secondsPerEntry=11),
     "tasks":    dict(tasksEnabled=True, secondsPerRun=0, secondsPerTask=30, advancedMode=False,
                      defaultEntries=0, secondsPerEntry=7),
     "advanced": dict(tasksEnabled=False, secondsPerRun=0, secondsPerTask=0, advancedMode=True,

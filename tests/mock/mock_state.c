@@ -493,7 +493,7 @@ static void kpi_record(struct mock_state *st, const char *kind, long long id,
         entries = in->has_entries ? in->entries : s->default_entries;
         if (in->has_seconds)
             seconds = in->seconds;
-        else if (in->has_entries)
+        else if (in->has_entries && s->advanced_mode)
             seconds = in->entries * s->seconds_per_entry;
         else if (s->advanced_mode)
             seconds = s->default_entries * s->seconds_per_entry;
