@@ -1,0 +1,280 @@
+#!/usr/bin/env python3
+"""Benchmark (not a test): the KPI ledger's cost. The gateway with the ledger on, side by side
+with nginx (no auditing) and the gateway with the ledger off, in one run, on loopback, in front
+of a fast upstream (a second nginx answering StartOrGetRun with a runId and FinishRun with
+success), with PostgreSQL on the same two cores.
+
+    make bench                     # runs this after the other two benchmarks
+    python3 tests/bench/ledger.py --seconds 6 --rounds 3
+
+Traffic, per configuration (wrk, one thread, 32 keep-alive connections):
+  learned   what bots do: each FinishRun is for a runId a StartOrGetRun answered through the
+            same proxy just before (so the gateway learns runId -> process and the FinishRun
+            finds it in the cache); half the requests are StartOrGetRun, half FinishRun.
+  unknown   FinishRun only, every one for a runId nobody learned: the gateway looks the run up
+            in the database, finds nothing and records the process as unknown.
+
+Reported: req/s, p50, p99 per configuration and workload; the ratios to nginx; and PostgreSQL's
+CPU time (user + system of the postmaster and all its children, from /proc) per ledger row
+written (records + outcomes + runId maps). The test cluster runs with fsync off (pg.py), so
+commit latency here is CPU, not disk.
+Needs nginx and wrk (Debian packages; installed on demand when run as root) and PostgreSQL.
+"""
+import argparse
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+
+import harness  # noqa: E402
+from benchlib import WRK_DONE, median, need, wrk  # noqa: E402
+import pg  # noqa: E402
+
+
+def b64(obj):
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+
+# A JWT shaped like Anymate's (the gateway reads its claims; nobody checks the signature here).
+TOKEN = "%s.%s.%s" % (b64({"alg": "RS256", "typ": "JWT"}),
+                      b64({"auth.anymate.app/CustomerKey": "acme",
+                           "auth.anymate.app/UserName": "bench-mate", "exp": 4102444800}),
+                      "c2lnbmF0dXJl")
+
+COMMON_LUA = """
+wrk.headers["Authorization"] = "Bearer %(token)s"
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+# learned: a queue of runIds answered by StartOrGetRun; FinishRun pops one. wrk's Lua state is
+# per thread, shared by its connections, so the queue is too.
+LEARNED_LUA = COMMON_LUA + """
+local ids = {}
+request = function()
+  local n = #ids
+  if n > 0 then
+    local id = ids[n]
+    ids[n] = nil
+    return wrk.format("POST", "/api/FinishRun/", nil,
+      '{"runId": ' .. id .. ', "overwriteSecondsSaved": null, "overwriteEntries": 5}')
+  end
+  return wrk.format("GET", "/api/StartOrGetRun/bench/", nil, nil)
+end
+response = function(status, headers, body)
+  local id = body and string.match(body, '"runId":%%s*(%%d+)')
+  if id then ids[#ids + 1] = id end
+end
+"""
+
+UNKNOWN_LUA = COMMON_LUA + """
+local next_id = %(start)d
+request = function()
+  next_id = next_id + 1
+  return wrk.format("POST", "/api/FinishRun/", nil,
+    '{"runId": ' .. next_id .. ', "overwriteSecondsSaved": 30}')
+end
+"""
+
+# The upstream: StartOrGetRun answers a runId made of the connection's serial number and its
+# request count (unique enough; a repeat only means one more learned map row skipped).
+UPSTREAM_CONF = """
+daemon off;
+worker_processes 1;
+pid %(dir)s/up.pid;
+error_log %(dir)s/up-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  client_body_temp_path %(dir)s/up-body;
+  server {
+    listen 127.0.0.1:%(port)d;
+    default_type application/json;
+    location /api/StartOrGetRun/ {
+      return 200 '{"runId": 1$connection$connection_requests, "processKey": null}';
+    }
+    location / { return 200 '{"succeeded":true,"message":"Run finished"}'; }
+  }
+}
+"""
+
+NGINX_CONF = """
+daemon off;
+worker_processes %(workers)d;
+pid %(dir)s/nginx.pid;
+error_log %(dir)s/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  client_body_temp_path %(dir)s/body;
+  proxy_temp_path %(dir)s/proxy;
+  upstream up { server 127.0.0.1:%(up)d; keepalive 64; keepalive_requests 10000000; }
+  server {
+    listen 127.0.0.1:%(port)d;
+    location / { proxy_pass http://up; proxy_http_version 1.1;
+                 proxy_set_header Connection ""; }
+  }
+}
+"""
+
+
+def pg_cpu_seconds(cluster):
+    """User + system CPU of the postmaster and every child, in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    pid = cluster.proc.pid
+    pids = [pid]
+    try:
+        pids += [int(p) for p in open("/proc/%d/task/%d/children" % (pid, pid)).read().split()]
+    except OSError:
+        pass
+    total = 0
+    for p in pids:
+        try:
+            fields = open("/proc/%d/stat" % p).read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError):
+            pass
+    return total / tick
+
+
+def ledger_rows(cluster):
+    r = cluster.psql("select (select count(*) from finishrun_audit) + "
+                     "(select count(*) from audit_outcome) + (select count(*) from run_process)")
+    return int(r[0][0])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--seconds", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1, help="gateway threads = nginx workers")
+    args = ap.parse_args()
+    os.environ["GW_BUILD"] = os.path.abspath(args.build)
+    harness.BUILD = os.environ["GW_BUILD"]
+    need("wrk", "wrk")
+    need("nginx", "nginx")
+
+    tmp = tempfile.mkdtemp(prefix="gwbench-ledger-")
+    procs = []
+    cluster = None
+    try:
+        up_port = pg.free_port()
+        with open(os.path.join(tmp, "up.conf"), "w") as f:
+            f.write(UPSTREAM_CONF % dict(dir=tmp, port=up_port))
+        up = subprocess.Popen(["nginx", "-p", tmp, "-c", os.path.join(tmp, "up.conf")])
+        ngx_dir = os.path.join(tmp, "nginx")
+        os.mkdir(ngx_dir)
+        ngx_port = pg.free_port()
+        with open(os.path.join(ngx_dir, "nginx.conf"), "w") as f:
+            f.write(NGINX_CONF % dict(workers=args.threads, dir=ngx_dir, up=up_port,
+                                      port=ngx_port))
+        ngx = subprocess.Popen(["nginx", "-p", ngx_dir, "-c", os.path.join(ngx_dir,
+                                                                          "nginx.conf")])
+
+        cluster = pg.PgCluster()
+        cluster.start()
+        url = "http://127.0.0.1:%d" % up_port
+
+        def gateway(name, audit):
+            d = os.path.join(tmp, name)
+            os.mkdir(d)
+            extra = ""
+            if audit:
+                extra = "[audit]\ndatabase = %s\nauto_migrate = on\n" % cluster.conninfo
+            extra += "[log]\naccess_log = off\n"
+            gw = harness.Gateway(d, url, threads=args.threads, extra_sections=extra,
+                                 server_extra="client_timeout = 300s")
+            procs.append(gw)
+            gw.wait_ready()
+            return gw
+
+        gw_plain = gateway("gw-plain", False)
+        gw_audit = gateway("gw-audit", True)
+        harness.wait_for(lambda: json.loads(gw_audit.admin("GET", "/readyz")[2])["checks"]
+                         ["audit_ledger"]["connected"], what="audit ledger")
+        cluster.psql("insert into process_kpi_settings (process_key, tasks_enabled, "
+                     "seconds_per_run, seconds_per_task, advanced_mode, default_entries, "
+                     "seconds_per_entry) values ('bench', false, 60, 30, false, 0, 0)")
+
+        scripts = {}
+        for name, lua in (("learned", LEARNED_LUA), ("unknown", UNKNOWN_LUA)):
+            path = os.path.join(tmp, name + ".lua")
+            with open(path, "w") as f:
+                f.write(lua % dict(token=TOKEN, start=int(time.time()) * 1000) + WRK_DONE)
+            scripts[name] = path
+        targets = [("nginx (no audit)", ngx_port), ("gateway, ledger off", gw_plain.port),
+                   ("gateway, ledger on", gw_audit.port)]
+        for _, port in targets:
+            wrk("http://127.0.0.1:%d" % port, scripts["learned"], 2, args.connections)
+
+        results = {}  # (workload, target) -> [rounds]
+        cpu = {}      # workload -> (pg cpu seconds, rows) during the ledger-on runs
+        for rnd in range(args.rounds):
+            for wl in ("learned", "unknown"):
+                for i in range(len(targets)):
+                    name, port = targets[(i + rnd) % len(targets)]
+                    audited = port == gw_audit.port
+                    if audited:
+                        c0, r0 = pg_cpu_seconds(cluster), ledger_rows(cluster)
+                    r = wrk("http://127.0.0.1:%d" % port, scripts[wl], args.seconds,
+                            args.connections)
+                    if audited:
+                        time.sleep(0.5)  # the last batch commits
+                        c1, r1 = pg_cpu_seconds(cluster), ledger_rows(cluster)
+                        acc = cpu.setdefault(wl, [0.0, 0])
+                        acc[0] += c1 - c0
+                        acc[1] += r1 - r0
+                    results.setdefault((wl, name), []).append(r)
+
+        print("\nLedger benchmark: wrk 1 thread, %d connections, %d rounds of %ds per "
+              "configuration (medians), %d gateway thread(s) / nginx worker(s), fast static "
+              "upstream, PostgreSQL on the same 2 cores\n"
+              % (args.connections, args.rounds, args.seconds, args.threads))
+        print("%-9s %-22s %10s %8s %8s %7s" % ("workload", "configuration", "req/s", "p50 ms",
+                                               "p99 ms", "errors"))
+        for wl in ("learned", "unknown"):
+            for name, _ in targets:
+                rs = results[(wl, name)]
+                print("%-9s %-22s %10.0f %8.2f %8.2f %7d" % (
+                    wl, name, median([r["rps"] for r in rs]), median([r["p50"] for r in rs]),
+                    median([r["p99"] for r in rs]), sum(r["errors"] for r in rs)))
+            base = results[(wl, targets[0][0])]
+            for name, _ in targets[1:]:
+                rs = results[(wl, name)]
+                print("%-9s %-22s throughput %.2fx nginx (rounds %s), p99 %.2fx" % (
+                    "", name, median([g["rps"] / n["rps"] for g, n in zip(rs, base)]),
+                    " ".join("%.2f" % (g["rps"] / n["rps"]) for g, n in zip(rs, base)),
+                    median([g["p99"] / n["p99"] for g, n in zip(rs, base)])))
+            secs, rows = cpu[wl]
+            print("%-9s PostgreSQL CPU per ledger row: %.1f us (%.2f s for %d rows)\n" % (
+                "", secs * 1e6 / max(rows, 1), secs, rows))
+        ngx.terminate()
+        up.terminate()
+        ngx.wait(10)
+        up.wait(10)
+    finally:
+        for p in reversed(procs):
+            try:
+                p.close()
+            except Exception:
+                pass
+        if cluster:
+            cluster.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
