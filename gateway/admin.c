@@ -16,13 +16,16 @@
 #include "conn.h"
 #include "log.h"
 #include "request.h"
+#include "spool.h"
 #include "stats.h"
+#include "util.h"
 #include "worker.h"
 
 struct admin {
     struct conn_server *server;
     struct gw_stats stats; /* of the admin listener itself */
     bool audit_enabled;
+    struct spool *spool;
     struct worker **workers;
     int nworkers;
     bool draining;
@@ -59,6 +62,7 @@ static uint64_t sum_at(const struct admin *a, size_t off)
 static json_t *readyz(struct admin *a, bool *ready_out)
 {
     int running = 0, draining = 0, resolved[ROUTE_UPSTREAM_COUNT] = {0}, audit_up = 0;
+    int spooling = 0;
     for (int i = 0; i < a->nworkers; i++) {
         struct gw_stats *st = &a->workers[i]->stats;
         running += STAT_GET(st, running);
@@ -66,6 +70,7 @@ static json_t *readyz(struct admin *a, bool *ready_out)
         for (int u = 0; u < ROUTE_UPSTREAM_COUNT; u++)
             resolved[u] += STAT_GET(st, resolved[u]);
         audit_up += STAT_GET(st, audit_connected);
+        spooling += STAT_GET(st, audit_spooling);
     }
     bool workers_ok = running == a->nworkers && draining == 0;
     bool api_ok = resolved[ROUTE_UPSTREAM_API] == a->nworkers;
@@ -93,6 +98,29 @@ static json_t *readyz(struct admin *a, bool *ready_out)
         (json_int_t)SUM(upstream_tls_resumed), "upstream_socket_errors",
         (json_int_t)SUM(upstream_socket_errors), "buffered_body_bytes",
         (json_int_t)request_buffered_bytes(), "log_lines_dropped", (json_int_t)log_dropped());
+    json_t *ledger = json_pack(
+        "{s:I, s:I, s:I, s:I}", "rows_committed", (json_int_t)SUM(audit_committed), "rows_spooled",
+        (json_int_t)SUM(audit_spooled), "rows_lost", (json_int_t)SUM(audit_lost),
+        "refusals_summarised", (json_int_t)SUM(refusals_summarised));
+    if (a->spool) {
+        struct spool_stats ss;
+        spool_get_stats(a->spool, &ss);
+        uint64_t now = util_wall_ms();
+        json_object_set_new(
+            ledger, "spool",
+            json_pack(
+                "{s:b, s:I, s:I, s:I, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "in_use",
+                spooling > 0, "records", (json_int_t)ss.records, "bytes", (json_int_t)ss.bytes,
+                "segments", (json_int_t)ss.segments, "oldest_record_age_seconds",
+                ss.oldest_wall_ms && now > ss.oldest_wall_ms
+                    ? (double)(now - ss.oldest_wall_ms) / 1000.0
+                    : 0.0,
+                "appended", (json_int_t)ss.appended, "syncs", (json_int_t)ss.syncs, "replayed",
+                (json_int_t)ss.replayed, "refused_full", (json_int_t)ss.refused_full,
+                "write_errors", (json_int_t)ss.write_errors, "replay_refused",
+                (json_int_t)ss.replay_refused, "cut_bytes", (json_int_t)ss.cut_bytes));
+    }
+    json_object_set_new(json_object_get(checks, "audit_ledger"), "counters", ledger);
     /* Requests per endpoint (not recorded row by row in the ledger, so counted here). */
     json_t *endpoints = json_object();
     for (size_t e = 0; e < ROUTER_MAX_ROUTES && router_by_index(e); e++) {
@@ -138,7 +166,7 @@ static void on_head(void *arg, struct conn *c, const struct http1_head *h, const
 }
 
 struct admin *admin_new(struct event_base *base, int fd, struct worker **workers, int nworkers,
-                        char *errbuf, size_t errlen)
+                        struct spool *spool, char *errbuf, size_t errlen)
 {
     struct admin *a = calloc(1, sizeof(*a));
     if (!a) {
@@ -148,6 +176,7 @@ struct admin *admin_new(struct event_base *base, int fd, struct worker **workers
     }
     a->workers = workers;
     a->nworkers = nworkers;
+    a->spool = spool;
     a->audit_enabled = nworkers > 0 && workers[0]->cfg->audit.database != NULL;
     struct conn_limits lim = {
         .max_header_size = 8192,

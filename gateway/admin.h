@@ -12,11 +12,12 @@
 struct event_base;
 struct worker;
 struct admin;
+struct spool;
 
-/* Serve on the listening socket FD (taken over). WORKERS is borrowed for the admin's life.
- * Returns NULL with a message in ERRBUF. */
+/* Serve on the listening socket FD (taken over). WORKERS and SPOOL (NULL: none) are borrowed
+ * for the admin's life. Returns NULL with a message in ERRBUF. */
 struct admin *admin_new(struct event_base *base, int fd, struct worker **workers, int nworkers,
-                        char *errbuf, size_t errlen);
+                        struct spool *spool, char *errbuf, size_t errlen);
 void admin_set_draining(struct admin *a);
 void admin_free(struct admin *a);
 

@@ -1,260 +1,289 @@
 /*
- * audit: the KPI ledger's hooks and per-thread state (see audit.h).
+ * audit: the KPI ledger's request hooks and per-thread state (see audit.h).
  *
- * Ordering. An accepted FinishRun or task action is forwarded only after the INSERT of its
- * record is part of a committed batch (pgw.c). If the commit does not come within
- * commit_timeout, the bot gets 503 + Retry-After and the request is not forwarded; a statement
- * still queued is dropped (no record), one already sent may still commit, so its outcome row
- * then says why the request went no further ("audit.commit_timeout"). Outcome rows and
- * rejected records do not hold the reply back: they are queued after it, and kept in the queue
- * while the database is away.
+ * Every ledger row goes out through ledger_write, which picks its way:
+ *   - the database is healthy (connected, its batch in flight younger than commit_timeout, its
+ *     queue not full): the thread's pgw, group-committed;
+ *   - otherwise, with a spool: the spool (appended, fdatasync'ed by the writer thread);
+ *   - otherwise: the pgw queue (kept in memory until the database is back; an audit record
+ *     that gates a request then gets 503 when commit_timeout passes, as without a spool).
+ * A row handed to pgw that is not committed in time, or that pgw hands back (connection lost,
+ * database frozen: pgw_divert), goes to the spool as well. The row is durable as soon as one
+ * of the two ways says so; both may write it, which is harmless (idempotent inserts).
  *
- * Process resolution never guesses: cache, then database, else the record says
- * "unknown_process". KPI settings: a process_kpi_settings row wins; without one, a
- * [process "KEY"] section of the config file; without either, "no_settings".
+ * Each row in flight is a struct lrec; whoever waits for it (the request whose record gates
+ * its forwarding, a learning answer waiting for its maps) registers a notify callback, and
+ * detaches when it goes away. An lrec is freed when neither pgw nor the spool holds it.
  *
- * Ownership: struct audit_rec hangs off the request (r->hook_data[REQUEST_PHASE_AUDIT]) and is
- * freed with it by the done hook; a pgw item holds the request only while r->cancel is set,
- * and the cancel path detaches it first.
+ * Ordering. A request is forwarded only once its record is durable; an outcome follows its
+ * record's way (a spooled record's outcome is spooled too, so the replay inserts it after the
+ * record), and maps are durable before the answer that taught them goes to the bot.
+ *
+ * Process resolution never guesses: cache, then database (only while it is healthy), else the
+ * record says "unknown_process" (the replay values it again). KPI settings: a
+ * process_kpi_settings row wins; without one, a [process "KEY"] section of the config file.
+ *
+ * Refusals: a refused FinishRun or task action is recorded row by row up to
+ * refusal_records_per_second per thread; beyond that the refusals are counted per endpoint
+ * and error code and written as one refusal_summary row per second.
  */
 #include "audit.h"
 
-#include <arpa/inet.h>
 #include <event2/event.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <time.h>
+#include <sys/queue.h>
 
 #include "config.h"
-#include "kpi.h"
+#include "ctx.h"
+#include "identity.h"
+#include "idmap.h"
+#include "ledger.h"
 #include "log.h"
 #include "pgw.h"
-#include "ctx.h"
 #include "pool.h"
 #include "request.h"
+#include "spool.h"
 #include "stats.h"
+#include "util.h"
 
-/* ---- prepared statements ---- */
+#define TICK_MS 100
+#define MAX_AGG 32 /* distinct (endpoint, code) pairs counted per summary window */
 
-enum {
-    ST_FINISHRUN,
-    ST_TASK,
-    ST_OUTCOME,
-    ST_LEARN_RUN,
-    ST_LEARN_TASK,
-    ST_LOOKUP_RUN,
-    ST_LOOKUP_TASK,
-    ST_SETTINGS,
-    ST_PARTITIONS,
-    ST_SETTINGS_BARRIER,
-};
-
-static const struct pgw_statement statements[] = {
-    [ST_FINISHRUN] = {"gw_finishrun",
-                      "insert into finishrun_audit (request_id, received_at, gateway_instance, "
-                      "client_id, customer_key, bot_subject, source_addr, run_id, process_key, "
-                      "overrides, overwrite_seconds_saved, overwrite_entries, kpi_rule, "
-                      "kpi_entries, kpi_seconds_saved, kpi_settings, decision, reason_code, "
-                      "reason_message) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
-                      "$12, $13, $14, $15, $16, $17, $18, $19) on conflict do nothing",
-                      19},
-    [ST_TASK] = {"gw_task",
-                 "insert into task_action_audit (request_id, received_at, gateway_instance, "
-                 "client_id, customer_key, bot_subject, source_addr, task_id, process_key, "
-                 "overrides, overwrite_seconds_saved, overwrite_entries, kpi_rule, kpi_entries, "
-                 "kpi_seconds_saved, kpi_settings, decision, reason_code, reason_message, "
-                 "endpoint, action) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
-                 "$13, $14, $15, $16, $17, $18, $19, $20, $21) on conflict do nothing",
-                 21},
-    [ST_OUTCOME] = {"gw_outcome",
-                    "insert into audit_outcome (request_id, received_at, endpoint, "
-                    "gateway_instance, upstream_status, succeeded, message, failure, "
-                    "status_sent, audit_seconds, upstream_seconds, total_seconds) values ($1, "
-                    "$2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) on conflict do nothing",
-                    12},
-    [ST_LEARN_RUN] = {"gw_learn_run",
-                      "insert into run_process (run_id, process_key, source, request_id) "
-                      "values ($1, $2, $3, $4) on conflict do nothing",
-                      4},
-    [ST_LEARN_TASK] = {"gw_learn_task",
-                       "insert into task_process (task_id, process_key, run_id, source, "
-                       "request_id) values ($1, $2, $3, $4, $5) on conflict (task_id) do "
-                       "update set run_id = coalesce(excluded.run_id, task_process.run_id) "
-                       "where excluded.run_id is not null and excluded.run_id is distinct "
-                       "from task_process.run_id",
-                       5},
-    [ST_LOOKUP_RUN] = {"gw_lookup_run", "select process_key from run_process where run_id = $1", 1},
-    [ST_LOOKUP_TASK] = {"gw_lookup_task", "select process_key from task_process where task_id = $1",
-                        1},
-    [ST_SETTINGS] = {"gw_settings",
-                     "select process_key, tasks_enabled, seconds_per_run, seconds_per_task, "
-                     "advanced_mode, default_entries, seconds_per_entry from "
-                     "process_kpi_settings",
-                     0},
-    [ST_PARTITIONS] = {"gw_partitions", "select count(*) from gateway_ensure_partitions($1)", 1},
-    [ST_SETTINGS_BARRIER] = {"gw_barrier", "select 1", 0},
-};
-#define NSTATEMENTS (sizeof(statements) / sizeof(statements[0]))
-
-/* ---- id -> processKey cache: fixed capacity, oldest entry evicted (a ring) ---- */
-
-struct idmap_node {
-    int64_t id;
-    char *pk; /* owned */
-    int32_t next;
-};
-
-struct idmap {
-    uint32_t cap, nbuckets, ring, count;
-    int32_t *buckets;
-    struct idmap_node *nodes;
-};
-
-static int idmap_init(struct idmap *m, uint32_t cap)
-{
-    memset(m, 0, sizeof(*m));
-    if (cap == 0)
-        return 0;
-    m->cap = cap;
-    m->nbuckets = 1;
-    while (m->nbuckets < cap)
-        m->nbuckets <<= 1;
-    m->buckets = malloc(sizeof(int32_t) * m->nbuckets);
-    m->nodes = calloc(cap, sizeof(*m->nodes));
-    if (!m->buckets || !m->nodes)
-        return -1;
-    for (uint32_t i = 0; i < m->nbuckets; i++)
-        m->buckets[i] = -1;
-    return 0;
-}
-
-static void idmap_clear(struct idmap *m)
-{
-    for (uint32_t i = 0; i < m->count && i < m->cap; i++)
-        free(m->nodes[i].pk);
-    free(m->nodes);
-    free(m->buckets);
-    memset(m, 0, sizeof(*m));
-}
-
-static uint32_t idmap_hash(const struct idmap *m, int64_t id)
-{
-    uint64_t x = (uint64_t)id * 0x9e3779b97f4a7c15ull;
-    return (uint32_t)(x >> 32) & (m->nbuckets - 1);
-}
-
-static const char *idmap_get(const struct idmap *m, int64_t id)
-{
-    if (m->cap == 0)
-        return NULL;
-    for (int32_t i = m->buckets[idmap_hash(m, id)]; i >= 0; i = m->nodes[i].next)
-        if (m->nodes[i].id == id)
-            return m->nodes[i].pk;
-    return NULL;
-}
-
-static void idmap_put(struct idmap *m, int64_t id, const char *pk)
-{
-    if (m->cap == 0 || idmap_get(m, id))
-        return;
-    char *copy = strdup(pk);
-    if (!copy)
-        return;
-    uint32_t slot = m->ring;
-    struct idmap_node *n = &m->nodes[slot];
-    if (m->count == m->cap) { /* evict the oldest: unlink it from its bucket */
-        int32_t *pp = &m->buckets[idmap_hash(m, n->id)];
-        while (*pp >= 0 && *pp != (int32_t)slot)
-            pp = &m->nodes[*pp].next;
-        if (*pp == (int32_t)slot)
-            *pp = n->next;
-        free(n->pk);
-    } else {
-        m->count++;
-    }
-    n->id = id;
-    n->pk = copy;
-    uint32_t b = idmap_hash(m, id);
-    n->next = m->buckets[b];
-    m->buckets[b] = (int32_t)slot;
-    m->ring = (slot + 1) % m->cap;
-}
-
-/* ---- per-thread state ---- */
-
-struct settings_entry {
-    char *key;
-    struct kpi_settings s;
+struct refusal_count {
+    char endpoint[32];
+    char code[64];
+    uint64_t n;
 };
 
 struct audit_thread {
     struct gw_ctx *ctx;
     char name[32];
     struct pgw *db;
+    struct spool *spool;          /* NULL: no spool */
+    struct spool_worker *spool_w; /* this thread's handle */
     struct idmap runs, tasks;
-    struct settings_entry *settings; /* sorted by key, from the settings table */
-    size_t nsettings;
-    bool settings_loaded;
-    struct event *refresh;    /* settings reload, partitions (worker 0) */
-    uint64_t learn_submitted; /* mapping statements queued so far */
+    struct ledger_settings *settings; /* from the table; NULL until loaded */
+    struct event *refresh;            /* settings reload, partitions (worker 0) */
+    struct event *tick;               /* stall check, refusal summaries */
     uint64_t last_partitions_ms;
+    bool spooling;       /* rows currently go to the spool (logged on change) */
+    unsigned nlrecs;     /* rows in flight */
+    unsigned nunsettled; /* ... of which neither durable nor given up */
+    TAILQ_HEAD(, lrec) lrecs;
+    /* refusal sampling: a token bucket refilled every second */
+    uint32_t refusal_tokens;
+    uint64_t refusal_second;
+    struct refusal_count agg[MAX_AGG];
+    unsigned nagg;
+    uint64_t agg_start_wall;
 };
 
-static int settings_cmp(const void *a, const void *b)
+/* ---- rows in flight ---- */
+
+struct lrec;
+typedef void (*lrec_notify_fn)(void *arg, struct lrec *l, bool ok, const char *error);
+
+struct lrec {
+    TAILQ_ENTRY(lrec) link; /* on the thread's list */
+    struct audit_thread *a;
+    struct ledger_rec *rec;
+    enum spool_class cls;
+    struct pgw_item *item; /* queued or in flight in pgw */
+    bool in_spool;         /* appended, not yet synced */
+    bool spooled;          /* synced in the spool */
+    bool appended;         /* ever handed to the spool (its outcome follows it there) */
+    bool durable;
+    bool settled;          /* durable, or given up */
+    lrec_notify_fn notify; /* once, when durable or lost; NULL when nobody waits */
+    void *notify_arg;
+};
+
+static void lrec_release(struct lrec *l)
 {
-    return strcmp(((const struct settings_entry *)a)->key, ((const struct settings_entry *)b)->key);
+    if (l->item || l->in_spool)
+        return;
+    struct audit_thread *a = l->a;
+    if (!l->settled)
+        a->nunsettled--;
+    TAILQ_REMOVE(&a->lrecs, l, link);
+    a->nlrecs--;
+    free(l->rec);
+    free(l);
 }
 
-static void settings_free(struct settings_entry *s, size_t n)
+/* L is durable (OK) or lost: tell whoever waits, once. */
+static void lrec_notify(struct lrec *l, bool ok, const char *error)
 {
-    for (size_t i = 0; i < n; i++)
-        free(s[i].key);
-    free(s);
+    if (!l->settled) {
+        l->settled = true;
+        l->a->nunsettled--;
+    }
+    lrec_notify_fn fn = l->notify;
+    l->notify = NULL;
+    if (fn)
+        fn(l->notify_arg, l, ok, error);
 }
 
-static void settings_loaded_cb(void *arg, bool ok, const PGresult *res, const char *error)
+static void spool_done(void *arg, bool ok, const char *error);
+
+/* Hand L to the spool. True when it was taken. */
+static bool lrec_to_spool(struct lrec *l)
+{
+    struct audit_thread *a = l->a;
+    if (!a->spool_w || l->in_spool || l->spooled)
+        return l->in_spool || l->spooled;
+    if (spool_append(a->spool_w, l->rec, l->cls, spool_done, l) != 0)
+        return false;
+    l->in_spool = l->appended = true;
+    STAT_INC(a->ctx->stats, audit_spooled);
+    return true;
+}
+
+static void pgw_done(void *arg, enum pgw_status st, const PGresult *res, const char *error)
+{
+    struct lrec *l = arg;
+    struct audit_thread *a = l->a;
+    l->item = NULL;
+    if (st == PGW_OK) {
+        STAT_INC(a->ctx->stats, audit_committed);
+        if (!l->durable) {
+            l->durable = true;
+            lrec_notify(l, true, NULL);
+        }
+    } else if (st == PGW_DIVERTED) {
+        if (!l->durable && !lrec_to_spool(l)) {
+            if (!l->in_spool) {
+                if (!l->notify)
+                    STAT_INC(a->ctx->stats, audit_lost);
+                log_error("ledger row lost: the database did not take it and there is no room "
+                          "for it in a spool",
+                          "\"table\":\"%s\",\"request_id\":\"%s\"",
+                          ledger_table((enum ledger_kind)l->rec->kind),
+                          ledger_get(l->rec, 0) ? ledger_get(l->rec, 0) : "");
+                lrec_notify(l, false, "the audit ledger could not record this request");
+            }
+        }
+    } else if (!l->durable && !l->in_spool) {
+        /* PostgreSQL refused the row itself (pgw logged why). */
+        if (!l->notify)
+            STAT_INC(a->ctx->stats, audit_lost);
+        lrec_notify(l, false, error);
+    }
+    lrec_release(l);
+}
+
+static void spool_done(void *arg, bool ok, const char *error)
+{
+    struct lrec *l = arg;
+    l->in_spool = false;
+    if (ok) {
+        l->spooled = true;
+        if (!l->durable) {
+            l->durable = true;
+            /* still queued in pgw: the replay will insert it, the live insert is not needed */
+            if (l->item && pgw_item_cancel(l->item))
+                l->item = NULL;
+            lrec_notify(l, true, NULL);
+        }
+    } else if (!l->durable && !l->item) {
+        if (!l->notify)
+            STAT_INC(l->a->ctx->stats, audit_lost);
+        lrec_notify(l, false, error);
+    }
+    lrec_release(l);
+}
+
+/* Is the database able to take rows right now? */
+static bool db_healthy(struct audit_thread *a)
+{
+    return pgw_connected(a->db) && !pgw_stalled(a->db, a->ctx->cfg->audit.commit_timeout_ms) &&
+           pgw_queued(a->db) < a->ctx->cfg->audit.queue_size;
+}
+
+static void note_mode(struct audit_thread *a, bool spooling)
+{
+    if (spooling == a->spooling)
+        return;
+    a->spooling = spooling;
+    STAT_SET(a->ctx->stats, audit_spooling, spooling);
+    if (spooling)
+        log_warn("ledger: the audit database cannot take rows in time; records go to the spool",
+                 "\"thread\":%d,\"queued\":%zu", a->ctx->index, pgw_queued(a->db));
+    else
+        log_info("ledger: the audit database takes rows again; the spool is replayed",
+                 "\"thread\":%d", a->ctx->index);
+}
+
+/*
+ * Write REC (taken over) as a row of class CLS; NOTIFY(ARG, ...) once it is durable or lost.
+ * Returns the lrec, or NULL when it could be queued nowhere (REC freed; no notify).
+ */
+static struct lrec *ledger_write(struct audit_thread *a, struct ledger_rec *rec,
+                                 enum spool_class cls, lrec_notify_fn notify, void *arg)
+{
+    if (!rec)
+        return NULL;
+    struct lrec *l = calloc(1, sizeof(*l));
+    if (!l) {
+        free(rec);
+        return NULL;
+    }
+    *l = (struct lrec){.a = a, .rec = rec, .cls = cls, .notify = notify, .notify_arg = arg};
+    TAILQ_INSERT_TAIL(&a->lrecs, l, link);
+    a->nlrecs++;
+    a->nunsettled++;
+    bool healthy = db_healthy(a);
+    if (a->spool_w)
+        note_mode(a, !healthy);
+    /* an outcome goes where its record went, so that the replay inserts it after it */
+    bool spool_first = a->spool_w && (!healthy || cls == SPOOL_OUTCOME);
+    if (spool_first && lrec_to_spool(l))
+        return l;
+    if (healthy || !a->spool_w) {
+        const char *v[LEDGER_MAX_FIELDS];
+        ledger_values(l->rec, v);
+        l->item = pgw_submit(a->db, l->rec->kind, v, pgw_done, l);
+        if (l->item)
+            return l;
+    }
+    /* the spool is full (or out of memory) and the database cannot take it now either */
+    l->notify = NULL;
+    lrec_notify(l, false, NULL);
+    lrec_release(l);
+    return NULL;
+}
+
+/* ---- per-thread state ---- */
+
+static void settings_loaded_cb(void *arg, enum pgw_status st, const PGresult *res,
+                               const char *error)
 {
     struct audit_thread *a = arg;
-    if (!ok || !res) {
-        log_warn("cannot load process_kpi_settings", "\"error\":\"%s\"", error ? error : "");
+    if (st != PGW_OK || !res) {
+        if (st == PGW_FAILED)
+            log_warn("cannot load process_kpi_settings", "\"error\":\"%s\"", error ? error : "");
         return;
     }
-    int n = PQntuples(res);
-    struct settings_entry *s = calloc((size_t)(n > 0 ? n : 1), sizeof(*s));
+    struct ledger_settings *s = ledger_settings_from(res);
     if (!s)
         return;
-    for (int i = 0; i < n; i++) {
-        s[i].key = strdup(PQgetvalue(res, i, 0));
-        s[i].s.tasks_enabled = PQgetvalue(res, i, 1)[0] == 't';
-        s[i].s.seconds_per_run = (int32_t)strtol(PQgetvalue(res, i, 2), NULL, 10);
-        s[i].s.seconds_per_task = (int32_t)strtol(PQgetvalue(res, i, 3), NULL, 10);
-        s[i].s.advanced_mode = PQgetvalue(res, i, 4)[0] == 't';
-        s[i].s.default_entries = (int32_t)strtol(PQgetvalue(res, i, 5), NULL, 10);
-        s[i].s.seconds_per_entry = (int32_t)strtol(PQgetvalue(res, i, 6), NULL, 10);
-        if (!s[i].key) {
-            settings_free(s, (size_t)i);
-            return;
-        }
-    }
-    qsort(s, (size_t)n, sizeof(*s), settings_cmp);
-    settings_free(a->settings, a->nsettings);
+    ledger_settings_free(a->settings);
     a->settings = s;
-    a->nsettings = (size_t)n;
-    a->settings_loaded = true;
 }
 
 static void settings_reload(struct audit_thread *a)
 {
-    pgw_submit(a->db, ST_SETTINGS, NULL, settings_loaded_cb, a);
+    pgw_submit(a->db, LST_SETTINGS, NULL, settings_loaded_cb, a);
 }
 
-static void partitions_done_cb(void *arg, bool ok, const PGresult *res, const char *error)
+static void partitions_done_cb(void *arg, enum pgw_status st, const PGresult *res,
+                               const char *error)
 {
-    if (!ok)
+    if (st == PGW_FAILED)
         log_warn("gateway_ensure_partitions failed", "\"error\":\"%s\"", error ? error : "");
 }
 
@@ -264,7 +293,7 @@ static void ensure_partitions(struct audit_thread *a)
     snprintf(days, sizeof(days), "%u", a->ctx->cfg->audit.partitions_ahead);
     const char *v[1] = {days};
     a->last_partitions_ms = util_now_ms();
-    pgw_submit(a->db, ST_PARTITIONS, v, partitions_done_cb, a);
+    pgw_submit(a->db, LST_PARTITIONS, v, partitions_done_cb, a);
 }
 
 static void on_connected(void *arg)
@@ -273,6 +302,16 @@ static void on_connected(void *arg)
     settings_reload(a);
     if (a->ctx->index == 0)
         ensure_partitions(a);
+}
+
+static void on_down(void *arg)
+{
+    struct audit_thread *a = arg;
+    /* with a spool, nothing waits in memory for the database to come back */
+    if (a->spool_w) {
+        note_mode(a, true);
+        pgw_divert(a->db);
+    }
 }
 
 static void on_notify(void *arg, const char *channel, const char *payload)
@@ -290,31 +329,41 @@ static void refresh_cb(evutil_socket_t fd, short what, void *arg)
         ensure_partitions(a);
 }
 
-/* Effective settings of process PK: the table's row, else the config file's section. */
-static bool settings_for(struct audit_thread *a, const char *pk, struct kpi_settings *out)
+static void flush_refusal_summary(struct audit_thread *a);
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct settings_entry key = {.key = (char *)pk};
-    struct settings_entry *e =
-        a->nsettings ? bsearch(&key, a->settings, a->nsettings, sizeof(key), settings_cmp) : NULL;
-    if (e) {
-        *out = e->s;
-        return true;
+    struct audit_thread *a = arg;
+    STAT_SET(a->ctx->stats, audit_connected, pgw_connected(a->db));
+    if (a->spool_w) {
+        bool healthy = db_healthy(a);
+        /* a frozen or overloaded database: what waits in pgw's queue goes to the spool, and so
+         * does what it has had in hand for longer than commit_timeout */
+        if (!healthy && pgw_queued(a->db) > 0)
+            pgw_divert(a->db);
+        if (pgw_stalled(a->db, a->ctx->cfg->audit.commit_timeout_ms)) {
+            struct lrec *l, *next;
+            for (l = TAILQ_FIRST(&a->lrecs); l; l = next) {
+                next = TAILQ_NEXT(l, link);
+                if (!l->durable && l->item && !l->in_spool)
+                    lrec_to_spool(l);
+            }
+        }
+        if (healthy && a->spooling && pgw_pending(a->db) == 0)
+            note_mode(a, false);
     }
-    const struct config_process *cp = config_process_find(a->ctx->cfg, pk);
-    if (!cp || !(cp->has_tasks_enabled || cp->has_seconds_per_run || cp->has_seconds_per_task ||
-                 cp->has_advanced_mode || cp->has_default_entries || cp->has_seconds_per_entry))
-        return false;
-    memset(out, 0, sizeof(*out));
-    out->tasks_enabled = cp->has_tasks_enabled && cp->tasks_enabled;
-    out->seconds_per_run = cp->has_seconds_per_run ? cp->seconds_per_run : 0;
-    out->seconds_per_task = cp->has_seconds_per_task ? cp->seconds_per_task : 0;
-    out->advanced_mode = cp->has_advanced_mode && cp->advanced_mode;
-    out->default_entries = cp->has_default_entries ? cp->default_entries : 0;
-    out->seconds_per_entry = cp->has_seconds_per_entry ? cp->seconds_per_entry : 0;
-    return true;
+    if (a->nagg > 0 && util_wall_ms() - a->agg_start_wall >= 1000)
+        flush_refusal_summary(a);
 }
 
-int audit_thread_new(struct gw_ctx *ctx, struct audit_thread **out, char *errbuf, size_t errlen)
+static struct timeval ms_tv(uint32_t ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    return tv;
+}
+
+int audit_thread_new(struct gw_ctx *ctx, struct spool *spool, struct audit_thread **out,
+                     char *errbuf, size_t errlen)
 {
     *out = NULL;
     const struct config *cfg = ctx->cfg;
@@ -328,12 +377,19 @@ int audit_thread_new(struct gw_ctx *ctx, struct audit_thread **out, char *errbuf
         return -1;
     }
     a->ctx = ctx;
+    TAILQ_INIT(&a->lrecs);
     snprintf(a->name, sizeof(a->name), "thread %d", ctx->index);
+    a->spool = spool;
+    if (spool && !(a->spool_w = spool_worker_new(spool, ctx->index, ctx->base))) {
+        snprintf(errbuf, errlen, "cannot attach thread %d to the spool", ctx->index);
+        audit_thread_free(a);
+        return -1;
+    }
     struct pgw_options o = {
         .conninfo = cfg->audit.database,
         .name = a->name,
-        .statements = statements,
-        .nstatements = NSTATEMENTS,
+        .statements = ledger_statements(),
+        .nstatements = LST_COUNT,
         .batch_size = cfg->audit.batch_size,
         .batch_delay_ms = cfg->audit.batch_delay_ms,
         .queue_size = cfg->audit.queue_size,
@@ -341,6 +397,7 @@ int audit_thread_new(struct gw_ctx *ctx, struct audit_thread **out, char *errbuf
         .listen_channel = "gateway_kpi_settings",
         .on_connected = on_connected,
         .on_notify = on_notify,
+        .on_down = on_down,
         .arg = a,
     };
     a->db = pgw_new(ctx->base, ctx->dns, &o, errbuf, errlen);
@@ -349,11 +406,17 @@ int audit_thread_new(struct gw_ctx *ctx, struct audit_thread **out, char *errbuf
         return -1;
     }
     a->refresh = event_new(ctx->base, -1, EV_PERSIST, refresh_cb, a);
-    if (a->refresh) {
-        uint32_t ms = cfg->audit.settings_refresh_ms;
-        struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-        event_add(a->refresh, &tv);
+    a->tick = event_new(ctx->base, -1, EV_PERSIST, tick_cb, a);
+    if (!a->refresh || !a->tick) {
+        snprintf(errbuf, errlen, "out of memory");
+        audit_thread_free(a);
+        return -1;
     }
+    struct timeval tv = ms_tv(cfg->audit.settings_refresh_ms);
+    event_add(a->refresh, &tv);
+    tv = ms_tv(TICK_MS);
+    event_add(a->tick, &tv);
+    a->refusal_tokens = cfg->audit.refusal_records_per_second;
     *out = a;
     return 0;
 }
@@ -362,12 +425,29 @@ void audit_thread_free(struct audit_thread *a)
 {
     if (!a)
         return;
+    if (a->nagg > 0 && a->db)
+        flush_refusal_summary(a);
     if (a->refresh)
         event_free(a->refresh);
+    if (a->tick)
+        event_free(a->tick);
+    /* what the database has not committed goes to the spool (pgw hands it back), and the
+     * spool is synced before the thread goes */
     pgw_free(a->db);
+    a->db = NULL;
+    spool_worker_free(a->spool_w);
+    if (a->nunsettled > 0)
+        log_error("ledger rows lost at shutdown: neither the database nor a spool took them",
+                  "\"thread\":%d,\"rows\":%u", a->ctx ? a->ctx->index : -1, a->nunsettled);
+    struct lrec *l;
+    while ((l = TAILQ_FIRST(&a->lrecs)) != NULL) { /* their holders are gone with pgw */
+        TAILQ_REMOVE(&a->lrecs, l, link);
+        free(l->rec);
+        free(l);
+    }
     idmap_clear(&a->runs);
     idmap_clear(&a->tasks);
-    settings_free(a->settings, a->nsettings);
+    ledger_settings_free(a->settings);
     free(a);
 }
 
@@ -378,22 +458,28 @@ bool audit_thread_ready(const struct audit_thread *a)
 
 bool audit_thread_flushed(const struct audit_thread *a)
 {
-    return !a || !pgw_connected(a->db) || pgw_pending(a->db) == 0;
+    if (!a || a->nunsettled == 0)
+        return true;
+    /* rows wait only for a database that cannot take them: nothing more will happen */
+    return !a->spool_w && !pgw_connected(a->db);
 }
 
-/* ---- per-request record ---- */
+/* ---- the AUDIT phase ---- */
 
-enum rec_state { REC_NEW, REC_LOOKUP, REC_WRITING, REC_COMMITTED, REC_TIMED_OUT };
+enum rec_state { REC_NEW, REC_LOOKUP, REC_WRITING, REC_COMMITTED, REC_FAILED };
 
 struct audit_rec {
     struct gw_request *r;
     struct audit_thread *a;
     enum rec_state state;
-    struct pgw_item *item; /* in flight: lookup or insert */
-    struct event *timer;   /* commit_timeout */
-    bool sent;             /* the insert may be in the database (sent, or committed) */
+    struct pgw_item *lookup;
+    struct lrec *l;
+    struct event *timer; /* commit_timeout */
+    bool extended;       /* the timer ran out once and the record went to the spool */
+    bool maybe_written;  /* the record may be (or become) durable: an outcome is due */
+    bool appended;       /* the record went to the spool: so does its outcome */
     uint64_t t_committed_ms;
-    char process_key[256];
+    char process_key[IDMAP_KEY_MAX];
     bool have_process;
     /* outcome, read in the RESPONSE phase */
     bool have_answer;
@@ -404,93 +490,6 @@ struct audit_rec {
 static bool audited(const struct route *rt)
 {
     return rt && (rt->audit == ROUTE_AUDIT_FINISHRUN || rt->audit == ROUTE_AUDIT_TASK_ACTION);
-}
-
-static void fmt_time(uint64_t wall_ms, char *buf, size_t len)
-{
-    time_t s = (time_t)(wall_ms / 1000);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    snprintf(buf, len, "%04d-%02d-%02d %02d:%02d:%02d.%03u+00", (tm.tm_year + 1900) % 10000,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             (unsigned)(wall_ms % 1000));
-}
-
-/* Base64url-decode the JWT payload segment of the bearer token and read who the bot is. The
- * token itself is never kept. */
-static void bot_identity(struct gw_request *r, char *ckey, size_t cklen, char *subject, size_t slen)
-{
-    ckey[0] = subject[0] = '\0';
-    const char *auth = request_header(r, "Authorization");
-    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0)
-        return;
-    const char *tok = auth + 7;
-    while (*tok == ' ')
-        tok++;
-    const char *dot1 = strchr(tok, '.');
-    const char *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
-    if (!dot1 || !dot2 || dot2 - dot1 - 1 > 8192)
-        return;
-    size_t n = (size_t)(dot2 - dot1 - 1);
-    unsigned char buf[6200];
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = dot1[1 + i];
-        int v = c >= 'A' && c <= 'Z'   ? c - 'A'
-                : c >= 'a' && c <= 'z' ? c - 'a' + 26
-                : c >= '0' && c <= '9' ? c - '0' + 52
-                : c == '-' || c == '+' ? 62
-                : c == '_' || c == '/' ? 63
-                                       : -1;
-        if (v < 0)
-            break;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (o < sizeof(buf))
-                buf[o++] = (unsigned char)(acc >> bits);
-        }
-    }
-    json_t *claims = json_loadb((const char *)buf, o, 0, NULL);
-    if (!json_is_object(claims)) {
-        json_decref(claims);
-        return;
-    }
-    const char *ck = json_string_value(json_object_get(claims, "auth.anymate.app/CustomerKey"));
-    const char *sub = json_string_value(json_object_get(claims, "auth.anymate.app/UserName"));
-    if (!sub)
-        sub = json_string_value(json_object_get(claims, "sub"));
-    if (ck)
-        snprintf(ckey, cklen, "%s", ck);
-    if (sub)
-        snprintf(subject, slen, "%s", sub);
-    json_decref(claims);
-}
-
-/* The overrides exactly as sent: only the keys present, null kept. */
-static void overrides_json(const struct gw_request *r, char *buf, size_t len)
-{
-    const struct payload_result *p = &r->payload;
-    size_t o = (size_t)snprintf(buf, len, "{");
-    if (r->payload_valid && p->seconds_state != PAYLOAD_ABSENT) {
-        if (p->seconds_state == PAYLOAD_NULL)
-            o += (size_t)snprintf(buf + o, len - o, "\"overwriteSecondsSaved\": null");
-        else
-            o += (size_t)snprintf(buf + o, len - o, "\"overwriteSecondsSaved\": %" PRId32,
-                                  p->seconds);
-    }
-    if (r->payload_valid && p->entries_state != PAYLOAD_ABSENT) {
-        const char *sep = o > 1 ? ", " : "";
-        if (p->entries_state == PAYLOAD_NULL)
-            o += (size_t)snprintf(buf + o, len - o, "%s\"overwriteEntries\": null", sep);
-        else
-            o += (size_t)snprintf(buf + o, len - o, "%s\"overwriteEntries\": %" PRId32, sep,
-                                  p->entries);
-    }
-    snprintf(buf + o, len - o, "}");
 }
 
 static const char *task_action_of(const char *endpoint)
@@ -506,119 +505,114 @@ static const char *task_action_of(const char *endpoint)
     return NULL;
 }
 
-/* Build the record's parameters and submit the INSERT. DECISION "accepted" or "rejected". */
-static struct pgw_item *submit_record(struct audit_thread *a, struct gw_request *r,
-                                      const char *decision, const char *process_key,
-                                      pgw_done_fn done, void *arg)
+/* The audit record of R (accepted, or rejected with R's error), for process PK (NULL:
+ * unknown). */
+static struct ledger_rec *audit_record(struct audit_thread *a, struct gw_request *r, bool accepted,
+                                       const char *pk)
 {
     const struct config *cfg = a->ctx->cfg;
     const struct route *rt = r->match.route;
-    bool accepted = strcmp(decision, "accepted") == 0;
-    bool is_run = rt->audit == ROUTE_AUDIT_FINISHRUN;
-    char received[40], ckey[256], subject[256], src[64] = "", id[24], overrides[160];
-    char sec[16], ent[16], kent[24], ksec[24], ksettings[256];
-    const char *rule = NULL, *kentries = NULL, *kseconds = NULL, *kset = NULL;
-
-    fmt_time(r->t_wall_ms, received, sizeof(received));
-    bot_identity(r, ckey, sizeof(ckey), subject, sizeof(subject));
-    snprintf(src, sizeof(src), "%s", request_peer(r));
-    snprintf(id, sizeof(id), "%" PRId64, r->payload.id);
-    overrides_json(r, overrides, sizeof(overrides));
-    bool has_sec = r->payload_valid && r->payload.seconds_state == PAYLOAD_VALUE;
-    bool has_ent = r->payload_valid && r->payload.entries_state == PAYLOAD_VALUE;
-    snprintf(sec, sizeof(sec), "%" PRId32, r->payload.seconds);
-    snprintf(ent, sizeof(ent), "%" PRId32, r->payload.entries);
-
-    if (accepted) {
-        struct kpi_settings st;
-        bool have_settings = process_key && settings_for(a, process_key, &st);
-        struct kpi_overrides ov = {.has_seconds = has_sec,
-                                   .seconds = r->payload.seconds,
-                                   .has_entries = has_ent,
-                                   .entries = r->payload.entries};
-        struct kpi_result k;
-        kpi_compute(is_run ? KPI_RUN : KPI_TASK, process_key, have_settings ? &st : NULL, &ov, &k);
-        rule = kpi_rule_name(k.rule);
-        if (k.has_entries) {
-            snprintf(kent, sizeof(kent), "%" PRId64, k.entries);
-            kentries = kent;
-        }
-        if (k.has_seconds) {
-            snprintf(ksec, sizeof(ksec), "%" PRId64, k.seconds);
-            kseconds = ksec;
-        }
-        if (have_settings) {
-            snprintf(ksettings, sizeof(ksettings),
-                     "{\"tasksEnabled\": %s, \"secondsPerRun\": %d, \"secondsPerTask\": %d, "
-                     "\"advancedMode\": %s, \"defaultEntries\": %d, \"secondsPerEntry\": %d}",
-                     st.tasks_enabled ? "true" : "false", st.seconds_per_run, st.seconds_per_task,
-                     st.advanced_mode ? "true" : "false", st.default_entries, st.seconds_per_entry);
-            kset = ksettings;
-        }
-    }
-    const char *idv = r->payload_valid ? id : NULL;
-    const char *reason = accepted ? NULL : (r->error_code ? r->error_code : "gateway.internal");
-    const char *reason_msg = accepted ? NULL : r->error_message;
-    /* The two statements share their first 19 parameters; task actions add two. */
-    const char *v[21] = {r->id,
-                         received,
-                         cfg->audit.instance,
-                         cfg->upstream.client_id,
-                         ckey[0] ? ckey : NULL,
-                         subject[0] ? subject : NULL,
-                         src[0] ? src : NULL,
-                         idv,
-                         process_key,
-                         overrides,
-                         has_sec ? sec : NULL,
-                         has_ent ? ent : NULL,
-                         rule,
-                         kentries,
-                         kseconds,
-                         kset,
-                         decision,
-                         reason,
-                         reason_msg,
-                         rt->name,
-                         task_action_of(rt->name)};
-    return pgw_submit(a->db, is_run ? ST_FINISHRUN : ST_TASK, v, done, arg);
+    struct identity who;
+    identity_from_authorization(request_header(r, "Authorization"), &who);
+    struct kpi_settings st;
+    bool from_table = false;
+    bool have_settings =
+        accepted && pk && ledger_settings_find(a->settings, cfg, pk, &st, &from_table);
+    struct ledger_audit_in in = {
+        .kind = rt->audit == ROUTE_AUDIT_FINISHRUN ? LEDGER_RUN : LEDGER_TASK,
+        .request_id = r->id,
+        .received_wall_ms = r->t_wall_ms,
+        .instance = cfg->audit.instance,
+        .client_id = cfg->upstream.client_id,
+        .who = &who,
+        .source_addr = request_peer(r),
+        .have_id = r->payload_valid,
+        .id = r->payload.id,
+        .process_key = pk,
+        .payload = r->payload_valid ? &r->payload : NULL,
+        .accepted = accepted,
+        .reason_code = r->error_code,
+        .reason_message = r->error_message[0] ? r->error_message : NULL,
+        .item = 0,
+        .endpoint = rt->name,
+        .action = task_action_of(rt->name),
+        .settings = have_settings ? &st : NULL,
+        .settings_from_table = from_table,
+    };
+    return ledger_audit_record(&in);
 }
-
-/* ---- AUDIT phase ---- */
 
 static void rec_cancel(struct gw_request *r)
 {
     struct audit_rec *rec = r->hook_data[REQUEST_PHASE_AUDIT];
     if (rec->timer)
         evtimer_del(rec->timer);
-    if (rec->item) {
-        if (!pgw_item_cancel(rec->item) && rec->state == REC_WRITING)
-            rec->sent = true; /* it may still commit */
-        rec->item = NULL;
+    if (rec->lookup) {
+        pgw_item_cancel(rec->lookup);
+        rec->lookup = NULL;
+    }
+    if (rec->l) {
+        struct lrec *l = rec->l;
+        l->notify = NULL;
+        rec->l = NULL;
+        rec->appended = l->appended;
+        /* not yet sent anywhere: no record at all */
+        if (l->item && !l->in_spool && !l->spooled && !l->durable && pgw_item_cancel(l->item)) {
+            l->item = NULL;
+            lrec_release(l);
+            rec->maybe_written = false;
+        }
     }
 }
 
-static void write_done(void *arg, bool ok, const PGresult *res, const char *error)
+static void refuse_unavailable(struct gw_request *r, const char *code, const char *msg)
+{
+    r->cancel = NULL;
+    r->ended_by = "gateway";
+    request_reply_header(r, "Retry-After", "5");
+    request_reply_refusal(r, 503, code, msg);
+}
+
+static void record_notify(void *arg, struct lrec *l, bool ok, const char *error)
 {
     struct audit_rec *rec = arg;
     struct gw_request *r = rec->r;
-    rec->item = NULL;
     evtimer_del(rec->timer);
+    rec->appended = l->appended;
+    rec->l = NULL; /* it may be freed once both ways are done with it */
     if (!ok) {
-        rec->state = REC_TIMED_OUT;
-        log_error("audit record refused by the database", "\"id\":\"%s\",\"error\":\"%s\"", r->id,
-                  error ? error : "");
-        r->cancel = NULL;
-        r->ended_by = "gateway";
-        request_reply_header(r, "Retry-After", "5");
-        request_reply_refusal(r, 503, "audit.write_failed",
-                              "the audit ledger refused the record; nothing was forwarded");
+        rec->state = REC_FAILED;
+        char id[100];
+        log_error("audit record could not be made durable", "\"id\":\"%s\",\"error\":\"%s\"", r->id,
+                  log_json_escape(error ? error : "", id, sizeof(id)));
+        refuse_unavailable(r, "audit.write_failed",
+                           "the audit ledger could not record this request; nothing was "
+                           "forwarded");
         return;
     }
     rec->state = REC_COMMITTED;
-    rec->sent = true;
     rec->t_committed_ms = util_now_ms();
     request_resume(r);
+}
+
+static void commit_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct audit_rec *rec = arg;
+    struct gw_request *r = rec->r;
+    /* With a spool: the record goes there too, and gets as long again to be synced. */
+    if (rec->state == REC_WRITING && !rec->extended && rec->l && lrec_to_spool(rec->l)) {
+        rec->extended = true;
+        rec->appended = true;
+        struct timeval tv = ms_tv(rec->a->ctx->cfg->audit.commit_timeout_ms);
+        evtimer_add(rec->timer, &tv);
+        return;
+    }
+    rec_cancel(r);
+    r->cancel = NULL;
+    rec->state = REC_FAILED;
+    refuse_unavailable(r, "audit.unavailable",
+                       "the audit ledger could not record this request in time; nothing was "
+                       "forwarded, try again");
 }
 
 static void write_record(struct audit_rec *rec)
@@ -652,45 +646,36 @@ static void write_record(struct audit_rec *rec)
         return;
     }
     rec->state = REC_WRITING;
-    rec->item = submit_record(rec->a, r, "accepted", pk, write_done, rec);
-    if (!rec->item) {
+    rec->maybe_written = true;
+    rec->l =
+        ledger_write(rec->a, audit_record(rec->a, r, true, pk), SPOOL_GATE, record_notify, rec);
+    if (!rec->l) {
         evtimer_del(rec->timer);
-        r->cancel = NULL;
-        request_reply_header(r, "Retry-After", "1");
-        request_reply_refusal(r, 503, "audit.queue_full",
-                              "the audit ledger is backed up; nothing was forwarded");
+        rec->maybe_written = false;
+        rec->state = REC_FAILED;
+        bool full = rec->a->spool_w != NULL;
+        refuse_unavailable(r, full ? "audit.spool_full" : "audit.queue_full",
+                           full ? "the audit database is unavailable and the local spool is "
+                                  "full; nothing was forwarded, try again later"
+                                : "the audit ledger is backed up; nothing was forwarded");
     }
 }
 
-static void lookup_done(void *arg, bool ok, const PGresult *res, const char *error)
+static void lookup_done(void *arg, enum pgw_status st, const PGresult *res, const char *error)
 {
     struct audit_rec *rec = arg;
-    rec->item = NULL;
-    if (ok && res && PQntuples(res) == 1) {
-        snprintf(rec->process_key, sizeof(rec->process_key), "%s", PQgetvalue(res, 0, 0));
+    rec->lookup = NULL;
+    if (st == PGW_OK && res && PQntuples(res) == 1) {
+        util_copy_text(rec->process_key, sizeof(rec->process_key), PQgetvalue(res, 0, 0));
         rec->have_process = true;
         struct idmap *m =
             rec->r->match.route->audit == ROUTE_AUDIT_FINISHRUN ? &rec->a->runs : &rec->a->tasks;
         idmap_put(m, rec->r->payload.id, rec->process_key);
-    } else if (!ok) {
+    } else if (st == PGW_FAILED) {
         log_warn("process lookup failed; recording the process as unknown",
                  "\"id\":\"%s\",\"error\":\"%s\"", rec->r->id, error ? error : "");
     }
     write_record(rec);
-}
-
-static void commit_timeout_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct audit_rec *rec = arg;
-    struct gw_request *r = rec->r;
-    rec_cancel(r);
-    r->cancel = NULL;
-    rec->state = REC_TIMED_OUT;
-    r->ended_by = "gateway";
-    request_reply_header(r, "Retry-After", "5");
-    request_reply_refusal(r, 503, "audit.unavailable",
-                          "the audit ledger could not record this request in time; nothing was "
-                          "forwarded, try again");
 }
 
 static enum request_next audit_phase(struct gw_request *r)
@@ -717,58 +702,146 @@ static enum request_next audit_phase(struct gw_request *r)
         request_reply_refusal(r, 503, "internal.no_memory", "out of memory");
         return REQUEST_DONE;
     }
-    uint32_t ms = r->ctx->cfg->audit.commit_timeout_ms;
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    struct timeval tv = ms_tv(r->ctx->cfg->audit.commit_timeout_ms);
     evtimer_add(rec->timer, &tv);
     r->cancel = rec_cancel;
 
     bool is_run = r->match.route->audit == ROUTE_AUDIT_FINISHRUN;
     const char *pk = idmap_get(is_run ? &a->runs : &a->tasks, r->payload.id);
     if (pk) {
-        snprintf(rec->process_key, sizeof(rec->process_key), "%s", pk);
+        util_copy_text(rec->process_key, sizeof(rec->process_key), pk);
         rec->have_process = true;
-        write_record(rec);
-    } else {
+    } else if (db_healthy(a)) {
         char id[24];
         snprintf(id, sizeof(id), "%" PRId64, r->payload.id);
         const char *v[1] = {id};
         rec->state = REC_LOOKUP;
-        rec->item = pgw_submit(a->db, is_run ? ST_LOOKUP_RUN : ST_LOOKUP_TASK, v, lookup_done, rec);
-        if (!rec->item) {
-            evtimer_del(rec->timer);
-            r->cancel = NULL;
-            request_reply_header(r, "Retry-After", "1");
-            request_reply_refusal(r, 503, "audit.queue_full",
-                                  "the audit ledger is backed up; nothing was forwarded");
-            return REQUEST_DONE;
-        }
+        rec->lookup =
+            pgw_submit(a->db, is_run ? LST_LOOKUP_RUN : LST_LOOKUP_TASK, v, lookup_done, rec);
+        if (rec->lookup)
+            return REQUEST_AGAIN;
     }
-    /* write_record may already have replied (bounds) - then the request is gone. */
+    /* known from the cache, or the database cannot be asked now: the replay values records of
+     * unknown processes again */
+    write_record(rec);
+    /* write_record may already have replied (bounds, no room) - then the request is gone. */
     return REQUEST_AGAIN;
 }
 
 /* ---- RESPONSE phase: learn maps, read the outcome ---- */
 
 /*
- * Learning holds the answer back until the mappings are committed (at most commit_timeout):
- * a bot can only send FinishRun for a runId it has received, so when it does, every replica
- * can resolve it. Statements commit in submission order, so waiting for the last one is
- * waiting for all. The wait state outlives the request if the commit is late: whichever of
- * the two ends last frees it.
+ * Learning holds the answer back until the maps are durable (committed or spooled; at most
+ * twice commit_timeout): a bot can only send FinishRun for a runId it has received, so when it
+ * does, every replica can resolve it (or the replay will). The wait outlives nothing: when the
+ * request goes, it detaches from its maps, which are written all the same.
  */
 struct learn_wait {
-    struct gw_request *r; /* NULL once the request is gone */
+    struct gw_request *r;
     struct event *timer;
-    bool waiting; /* the request is suspended on this */
-    bool cb_done; /* the last statement's callback has run */
+    struct lrec **maps;
+    unsigned n, cap, pending;
+    bool extended;
 };
 
-static void learn_submit(struct audit_thread *a, size_t stmt, const char *const *v)
+static void learn_detach(struct learn_wait *lw)
 {
-    if (pgw_submit(a->db, stmt, v, NULL, NULL))
-        a->learn_submitted++;
-    else
-        log_error("audit queue full: a runId/taskId mapping was not recorded", "");
+    for (unsigned i = 0; i < lw->n; i++)
+        if (lw->maps[i]) {
+            lw->maps[i]->notify = NULL;
+            lw->maps[i] = NULL;
+        }
+    lw->pending = 0;
+}
+
+static void learn_notify(void *arg, struct lrec *l, bool ok, const char *error)
+{
+    struct learn_wait *lw = arg;
+    for (unsigned i = 0; i < lw->n; i++)
+        if (lw->maps[i] == l)
+            lw->maps[i] = NULL;
+    if (!ok)
+        log_warn("a runId/taskId map could not be recorded", "\"id\":\"%s\"", lw->r->id);
+    if (--lw->pending == 0) {
+        evtimer_del(lw->timer);
+        lw->r->cancel = NULL;
+        request_resume(lw->r);
+    }
+}
+
+static void learn_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct learn_wait *lw = arg;
+    if (!lw->extended && lw->r->ctx->audit->spool_w) {
+        bool all = true;
+        for (unsigned i = 0; i < lw->n; i++)
+            if (lw->maps[i])
+                all &= lrec_to_spool(lw->maps[i]);
+        if (all) {
+            lw->extended = true;
+            struct timeval tv = ms_tv(lw->r->ctx->cfg->audit.commit_timeout_ms);
+            evtimer_add(lw->timer, &tv);
+            return;
+        }
+    }
+    log_warn("runId/taskId map not durable in time; answering anyway", "\"id\":\"%s\"", lw->r->id);
+    learn_detach(lw);
+    lw->r->cancel = NULL;
+    request_resume(lw->r);
+}
+
+static void learn_cancel(struct gw_request *r)
+{
+    struct learn_wait *lw = r->hook_data[REQUEST_PHASE_RESPONSE];
+    evtimer_del(lw->timer);
+    learn_detach(lw);
+}
+
+static struct learn_wait *learn_wait_of(struct gw_request *r)
+{
+    struct learn_wait *lw = r->hook_data[REQUEST_PHASE_RESPONSE];
+    if (lw)
+        return lw;
+    lw = calloc(1, sizeof(*lw));
+    if (!lw)
+        return NULL;
+    lw->r = r;
+    lw->timer = evtimer_new(r->ctx->base, learn_timeout_cb, lw);
+    if (!lw->timer) {
+        free(lw);
+        return NULL;
+    }
+    r->hook_data[REQUEST_PHASE_RESPONSE] = lw;
+    return lw;
+}
+
+/* Write one map row and, when the request can wait for it, wait: not for a database known to
+ * be away when there is no spool (the map then waits in memory, the bot does not). */
+static void learn_write(struct audit_thread *a, struct gw_request *r, enum ledger_kind kind,
+                        const char *const *v)
+{
+    struct learn_wait *lw = a->spool_w || db_healthy(a) ? learn_wait_of(r) : NULL;
+    if (lw && lw->n == lw->cap) {
+        unsigned ncap = lw->cap ? lw->cap * 2 : 4;
+        struct lrec **nm = realloc(lw->maps, sizeof(*nm) * ncap);
+        if (nm) {
+            lw->maps = nm;
+            lw->cap = ncap;
+        }
+    }
+    bool wait = lw && lw->n < lw->cap;
+    struct lrec *l =
+        ledger_write(a, ledger_rec_new(kind, v), SPOOL_OTHER, wait ? learn_notify : NULL, lw);
+    if (!l) {
+        STAT_INC(a->ctx->stats, audit_lost);
+        log_error("a runId/taskId map was not recorded: the ledger's queue and spool are full",
+                  "\"id\":\"%s\"", r->id);
+        return;
+    }
+    if (wait) {
+        lw->maps[lw->n++] = l;
+        lw->pending++;
+    }
 }
 
 static void learn_task(struct audit_thread *a, struct gw_request *r, json_t *task, const char *pk)
@@ -783,21 +856,25 @@ static void learn_task(struct audit_thread *a, struct gw_request *r, json_t *tas
     if (have_run)
         snprintf(rn, sizeof(rn), "%" JSON_INTEGER_FORMAT, json_integer_value(rid));
     idmap_put(&a->tasks, json_integer_value(tid), pk);
-    const char *v[5] = {t, pk, have_run ? rn : NULL, r->match.route->name, r->id};
-    learn_submit(a, ST_LEARN_TASK, v);
+    const char *v[LM_TASK_COUNT] = {[LM_ID] = t,
+                                    [LM_PROCESS_KEY] = pk,
+                                    [LM_SOURCE] = r->match.route->name,
+                                    [LM_REQUEST_ID] = r->id,
+                                    [LM_RUN_ID] = have_run ? rn : NULL};
+    learn_write(a, r, LEDGER_TASK_MAP, v);
     if (have_run) {
         idmap_put(&a->runs, json_integer_value(rid), pk);
-        const char *rv[4] = {rn, pk, r->match.route->name, r->id};
-        learn_submit(a, ST_LEARN_RUN, rv);
+        const char *rv[LM_RUN_COUNT] = {rn, pk, r->match.route->name, r->id};
+        learn_write(a, r, LEDGER_RUN_MAP, rv);
     }
 }
 
 static void learn(struct audit_thread *a, struct gw_request *r, json_t *body)
 {
     const struct route *rt = r->match.route;
-    if (!r->match.key || r->match.key_len == 0 || r->match.key_len >= 256)
+    if (!r->match.key || r->match.key_len == 0 || r->match.key_len >= IDMAP_KEY_MAX)
         return;
-    char pk[256];
+    char pk[IDMAP_KEY_MAX];
     memcpy(pk, r->match.key, r->match.key_len);
     pk[r->match.key_len] = '\0';
 
@@ -808,8 +885,8 @@ static void learn(struct audit_thread *a, struct gw_request *r, json_t *body)
         char rn[24];
         snprintf(rn, sizeof(rn), "%" JSON_INTEGER_FORMAT, json_integer_value(rid));
         idmap_put(&a->runs, json_integer_value(rid), pk);
-        const char *v[4] = {rn, pk, rt->name, r->id};
-        learn_submit(a, ST_LEARN_RUN, v);
+        const char *v[LM_RUN_COUNT] = {rn, pk, rt->name, r->id};
+        learn_write(a, r, LEDGER_RUN_MAP, v);
         return;
     }
     if (json_is_array(body)) { /* TakeMany */
@@ -829,77 +906,12 @@ static void learn(struct audit_thread *a, struct gw_request *r, json_t *body)
             char tn[24];
             snprintf(tn, sizeof(tn), "%" JSON_INTEGER_FORMAT, json_integer_value(t));
             idmap_put(&a->tasks, json_integer_value(t), pk);
-            const char *v[5] = {tn, pk, NULL, rt->name, r->id};
-            learn_submit(a, ST_LEARN_TASK, v);
+            const char *v[LM_TASK_COUNT] = {tn, pk, rt->name, r->id, NULL};
+            learn_write(a, r, LEDGER_TASK_MAP, v);
         }
         return;
     }
     learn_task(a, r, body, pk); /* TakeNext, CreateAndTakeTask, CreateTask */
-}
-
-static void learn_wait_done(void *arg, bool ok, const PGresult *res, const char *error)
-{
-    struct learn_wait *lw = arg;
-    lw->cb_done = true;
-    if (!lw->r) {
-        free(lw);
-        return;
-    }
-    if (lw->waiting) {
-        lw->waiting = false;
-        evtimer_del(lw->timer);
-        lw->r->cancel = NULL;
-        request_resume(lw->r);
-    }
-}
-
-static void learn_timeout_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct learn_wait *lw = arg;
-    if (!lw->waiting)
-        return;
-    lw->waiting = false;
-    log_warn("runId/taskId mapping not committed in time; answering anyway", "\"id\":\"%s\"",
-             lw->r->id);
-    lw->r->cancel = NULL;
-    request_resume(lw->r);
-}
-
-static void learn_cancel(struct gw_request *r)
-{
-    struct learn_wait *lw = r->hook_data[REQUEST_PHASE_RESPONSE];
-    lw->waiting = false;
-    evtimer_del(lw->timer);
-}
-
-/* Submit the barrier: a statement that completes only after every learn statement before it.
- * Returns REQUEST_AGAIN when the request now waits, REQUEST_NEXT otherwise. */
-static enum request_next learn_barrier(struct audit_thread *a, struct gw_request *r)
-{
-    /* Database away: the mappings wait in the queue; do not hold bots' answers meanwhile. */
-    if (!pgw_connected(a->db))
-        return REQUEST_NEXT;
-    struct learn_wait *lw = calloc(1, sizeof(*lw));
-    if (!lw)
-        return REQUEST_NEXT;
-    lw->r = r;
-    lw->timer = evtimer_new(r->ctx->base, learn_timeout_cb, lw);
-    if (!lw->timer) {
-        free(lw);
-        return REQUEST_NEXT;
-    }
-    if (!pgw_submit(a->db, ST_SETTINGS_BARRIER, NULL, learn_wait_done, lw)) {
-        event_free(lw->timer);
-        free(lw);
-        return REQUEST_NEXT;
-    }
-    r->hook_data[REQUEST_PHASE_RESPONSE] = lw;
-    lw->waiting = true;
-    r->cancel = learn_cancel;
-    uint32_t ms = r->ctx->cfg->audit.commit_timeout_ms;
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-    evtimer_add(lw->timer, &tv);
-    return REQUEST_AGAIN;
 }
 
 static enum request_next response_phase(struct gw_request *r)
@@ -920,28 +932,33 @@ static enum request_next response_phase(struct gw_request *r)
     json_t *doc = bytes ? json_loadb(bytes, len, 0, NULL) : NULL;
     if (!doc)
         return REQUEST_NEXT;
-    uint64_t before = a->learn_submitted;
     if (learns)
         learn(a, r, doc);
-    bool learned = a->learn_submitted > before;
     if (rec && json_is_object(doc)) {
         json_t *s = json_object_get(doc, "succeeded");
         json_t *m = json_object_get(doc, "message");
         rec->succeeded = json_is_boolean(s) ? json_is_true(s) : -1;
         if (json_is_string(m))
-            snprintf(rec->message, sizeof(rec->message), "%s", json_string_value(m));
+            util_copy_text(rec->message, sizeof(rec->message), json_string_value(m));
         rec->have_answer = true;
     }
     json_decref(doc);
-    return learned ? learn_barrier(a, r) : REQUEST_NEXT;
+    struct learn_wait *lw = r->hook_data[REQUEST_PHASE_RESPONSE];
+    if (!lw || lw->pending == 0)
+        return REQUEST_NEXT;
+    r->cancel = learn_cancel;
+    struct timeval tv = ms_tv(r->ctx->cfg->audit.commit_timeout_ms);
+    evtimer_add(lw->timer, &tv);
+    return REQUEST_AGAIN;
 }
 
-/* ---- done: outcomes, rejected records, counts ---- */
+/* ---- done: outcomes, refusals ---- */
 
-static void write_outcome(struct audit_thread *a, struct gw_request *r, struct audit_rec *rec)
+static void write_outcome(struct audit_thread *a, struct gw_request *r, struct audit_rec *rec,
+                          bool record_spooled)
 {
     char received[40], up[8], sent[8], as[32], us[32], ts[32];
-    fmt_time(r->t_wall_ms, received, sizeof(received));
+    ledger_time(r->t_wall_ms, received, sizeof(received));
     int ustatus = r->call ? upstream_call_status(r->call) : 0;
     snprintf(up, sizeof(up), "%d", ustatus);
     snprintf(sent, sizeof(sent), "%d", r->status);
@@ -952,26 +969,85 @@ static void write_outcome(struct audit_thread *a, struct gw_request *r, struct a
     snprintf(ts, sizeof(ts), "%.3f", (double)(now - r->t_start_ms) / 1000.0);
     const char *failure = NULL;
     if (ustatus == 0)
-        failure = rec->state == REC_TIMED_OUT ? "audit.commit_timeout"
-                  : r->error_code             ? r->error_code
-                                              : "gateway.internal";
-    const char *v[12] = {r->id,
-                         received,
-                         r->match.route->name,
-                         a->ctx->cfg->audit.instance,
-                         ustatus ? up : NULL,
-                         rec->succeeded < 0 ? NULL
+        failure = rec->state == REC_FAILED ? "audit.commit_timeout"
+                  : r->error_code          ? r->error_code
+                                           : "gateway.internal";
+    const char *v[LO_COUNT] = {
+        [LO_REQUEST_ID] = r->id,
+        [LO_RECEIVED_AT] = received,
+        [LO_ENDPOINT] = r->match.route->name,
+        [LO_INSTANCE] = a->ctx->cfg->audit.instance,
+        [LO_UPSTREAM_STATUS] = ustatus ? up : NULL,
+        [LO_SUCCEEDED] = rec->succeeded < 0 ? NULL
                          : rec->succeeded   ? "true"
                                             : "false",
-                         rec->have_answer && rec->message[0] ? rec->message : NULL,
-                         failure,
-                         sent,
-                         rec->t_committed_ms ? as : NULL,
-                         r->call ? us : NULL,
-                         ts};
-    if (!pgw_submit(a->db, ST_OUTCOME, v, NULL, NULL))
-        log_error("audit queue full: outcome not recorded", "\"id\":\"%s\",\"status\":%d", r->id,
-                  r->status);
+        [LO_MESSAGE] = rec->have_answer && rec->message[0] ? rec->message : NULL,
+        [LO_FAILURE] = failure,
+        [LO_STATUS_SENT] = sent,
+        [LO_AUDIT_SECONDS] = rec->t_committed_ms ? as : NULL,
+        [LO_UPSTREAM_SECONDS] = r->call ? us : NULL,
+        [LO_TOTAL_SECONDS] = ts,
+    };
+    if (!ledger_write(a, ledger_rec_new(LEDGER_OUTCOME, v),
+                      record_spooled ? SPOOL_OUTCOME : SPOOL_OTHER, NULL, NULL)) {
+        STAT_INC(a->ctx->stats, audit_lost);
+        log_error("audit outcome not recorded: the ledger's queue and spool are full",
+                  "\"id\":\"%s\",\"status\":%d", r->id, r->status);
+    }
+}
+
+static void flush_refusal_summary(struct audit_thread *a)
+{
+    char start[40], end[40], count[24], id[37];
+    uint64_t now = util_wall_ms();
+    ledger_time(a->agg_start_wall, start, sizeof(start));
+    ledger_time(now, end, sizeof(end));
+    for (unsigned i = 0; i < a->nagg; i++) {
+        util_uuid7(id);
+        snprintf(count, sizeof(count), "%" PRIu64, a->agg[i].n);
+        const char *v[LS_COUNT] = {
+            id, start, end, a->ctx->cfg->audit.instance, a->agg[i].endpoint, a->agg[i].code, count};
+        if (!ledger_write(a, ledger_rec_new(LEDGER_REFUSALS, v), SPOOL_OTHER, NULL, NULL)) {
+            STAT_INC(a->ctx->stats, audit_lost);
+            log_error("refusal summary not recorded: the ledger's queue and spool are full",
+                      "\"endpoint\":\"%s\",\"reason\":\"%s\",\"refusals\":%" PRIu64,
+                      a->agg[i].endpoint, a->agg[i].code, a->agg[i].n);
+        }
+    }
+    a->nagg = 0;
+}
+
+/* A refused audited request: its record, or a count in this second's summary. */
+static void record_refusal(struct audit_thread *a, struct gw_request *r, struct audit_rec *rec)
+{
+    uint64_t second = util_now_ms() / 1000;
+    if (second != a->refusal_second) {
+        a->refusal_second = second;
+        a->refusal_tokens = a->ctx->cfg->audit.refusal_records_per_second;
+    }
+    if (a->refusal_tokens > 0) {
+        a->refusal_tokens--;
+        const char *pk = rec && rec->have_process ? rec->process_key : NULL;
+        if (ledger_write(a, audit_record(a, r, false, pk), SPOOL_OTHER, NULL, NULL))
+            return;
+        /* no room anywhere: at least count it */
+    }
+    STAT_INC(a->ctx->stats, refusals_summarised);
+    const char *ep = r->match.route->name, *code = r->error_code ? r->error_code : "-";
+    for (unsigned i = 0; i < a->nagg; i++) {
+        if (strcmp(a->agg[i].endpoint, ep) == 0 && strcmp(a->agg[i].code, code) == 0) {
+            a->agg[i].n++;
+            return;
+        }
+    }
+    if (a->nagg == MAX_AGG)
+        flush_refusal_summary(a);
+    if (a->nagg == 0)
+        a->agg_start_wall = util_wall_ms();
+    struct refusal_count *c = &a->agg[a->nagg++];
+    util_copy_text(c->endpoint, sizeof(c->endpoint), ep);
+    util_copy_text(c->code, sizeof(c->code), code);
+    c->n = 1;
 }
 
 static void audit_done(struct gw_request *r)
@@ -979,28 +1055,26 @@ static void audit_done(struct gw_request *r)
     struct audit_thread *a = r->ctx->audit;
     struct audit_rec *rec = r->hook_data[REQUEST_PHASE_AUDIT];
     if (a && r->match.route && audited(r->match.route)) {
-        if (rec && (rec->state == REC_COMMITTED || rec->sent)) {
-            write_outcome(a, r, rec);
-        } else if (r->error_code && (!rec || rec->state != REC_TIMED_OUT)) {
+        if (rec && rec->maybe_written) {
+            write_outcome(a, r, rec, rec->l ? rec->l->appended : rec->appended);
+        } else if (r->error_code && (!rec || rec->state != REC_FAILED)) {
             /* refused before a record was written: record the refusal with its reason */
-            if (!submit_record(a, r, "rejected", rec && rec->have_process ? rec->process_key : NULL,
-                               NULL, NULL))
-                log_error("audit queue full: rejection not recorded",
-                          "\"id\":\"%s\",\"reason\":\"%s\"", r->id, r->error_code);
+            record_refusal(a, r, rec);
         }
     }
     struct learn_wait *lw = r->hook_data[REQUEST_PHASE_RESPONSE];
     if (lw) {
+        learn_detach(lw);
         event_free(lw->timer);
-        if (lw->cb_done)
-            free(lw);
-        else
-            lw->r = NULL; /* the callback frees it */
+        free(lw->maps);
+        free(lw);
         r->hook_data[REQUEST_PHASE_RESPONSE] = NULL;
     }
     if (rec) {
-        if (rec->item)
-            pgw_item_cancel(rec->item);
+        if (rec->lookup)
+            pgw_item_cancel(rec->lookup);
+        if (rec->l)
+            rec->l->notify = NULL;
         if (rec->timer)
             event_free(rec->timer);
         free(rec);

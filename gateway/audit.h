@@ -25,13 +25,15 @@
 
 struct gw_ctx;
 struct audit_thread;
+struct spool;
 
 /* Register the hooks. Once, before workers start. 0, or -1. */
 int audit_init(void);
 
-/* Per-worker state, created with the worker (NULL and no error when the ledger is off).
- * Returns -1 with a message in ERRBUF on failure. */
-int audit_thread_new(struct gw_ctx *ctx, struct audit_thread **out, char *errbuf, size_t errlen);
+/* Per-worker state, created with the worker (NULL and no error when the ledger is off). SPOOL:
+ * the process's spool, or NULL. Returns -1 with a message in ERRBUF on failure. */
+int audit_thread_new(struct gw_ctx *ctx, struct spool *spool, struct audit_thread **out,
+                     char *errbuf, size_t errlen);
 void audit_thread_free(struct audit_thread *a);
 
 /* For /readyz: connected to the database (true when the ledger is off). */

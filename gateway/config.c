@@ -58,6 +58,8 @@ enum key_type {
     T_STRING,   /* char *, owned; min..max is the length; `check` validates further */
     T_SECRET,   /* like T_STRING, but the value never appears in a message (passwords) */
     T_PATH,     /* char *, owned; a readable file, relative to the config file's directory */
+    T_DIR,      /* char *, owned; a directory (made at start if missing; its parent must exist),
+                   relative to the config file's directory */
     T_HOSTPORT, /* struct config_hostport */
     T_URL,      /* struct config_url */
     T_SIZE,     /* size_t, bytes */
@@ -183,7 +185,7 @@ static const struct key keys[] = {
     {"audit", "auto_migrate", T_BOOL, 0, 1, "off", true, FIELD(audit.auto_migrate), NULL, NULL},
     {"audit", "commit_timeout", T_DURATION, 10, 60 * MS_SEC, "2s", true,
      FIELD(audit.commit_timeout_ms), NULL, NULL},
-    {"audit", "batch_size", T_INT, 1, 10000, "64", true, FIELD(audit.batch_size), NULL, NULL},
+    {"audit", "batch_size", T_INT, 1, 10000, "512", true, FIELD(audit.batch_size), NULL, NULL},
     {"audit", "batch_delay", T_DURATION, 0, MS_SEC, "0", true, FIELD(audit.batch_delay_ms), NULL,
      NULL},
     {"audit", "queue_size", T_INT, 1, 1000000, "10000", true, FIELD(audit.queue_size), NULL, NULL},
@@ -198,6 +200,16 @@ static const struct key keys[] = {
      NULL},
     {"audit", "map_cache_size", T_INT, 0, 100000000, "100000", true, FIELD(audit.map_cache_size),
      NULL, NULL},
+    {"audit", "spool_dir", T_DIR, 0, 0, NULL, false, FIELD(audit.spool_dir),
+     "a directory for the ledger's local spool (made if missing; its parent must exist); leave "
+     "unset for no spool",
+     NULL},
+    {"audit", "spool_max_bytes", T_SIZE, 1 * MIB, 1024 * GIB, "1g", true,
+     FIELD(audit.spool_max_bytes), NULL, NULL},
+    {"audit", "spool_replay_rate", T_INT, 0, 10000000, "5000", true, FIELD(audit.spool_replay_rate),
+     "rows per second, 0 for no limit", NULL},
+    {"audit", "refusal_records_per_second", T_INT, 0, 1000000, "100", true,
+     FIELD(audit.refusal_records_per_second), NULL, NULL},
 
     {"log", "level", T_ENUM, LOG_LEVEL_DEBUG, LOG_LEVEL_ERROR, "info", true, FIELD(log.level), NULL,
      NULL},
@@ -786,6 +798,7 @@ static const char *describe(const struct key *k, char *buf, size_t size)
     case T_STRING:
     case T_SECRET:
     case T_PATH:
+    case T_DIR:
         snprintf(buf, size, "%s", k->note ? k->note : "a string");
         break;
     }
@@ -1011,6 +1024,40 @@ static int set_value(struct load *ld, const struct key *k, void *base, const cha
         *(char **)p = path;
         return 0;
     }
+    case T_DIR: {
+        char *path = resolve_path(ld->base_dir, value);
+        char ebuf[128];
+        const char *problem = NULL;
+        struct stat st;
+        if (!path) {
+            why = "out of memory";
+            break;
+        }
+        if (stat(path, &st) == 0) {
+            if (!S_ISDIR(st.st_mode))
+                problem = "exists and is not a directory";
+        } else if (errno != ENOENT) {
+            problem = errstr(errno, ebuf, sizeof(ebuf));
+        } else {
+            /* missing: made at start, so its parent must be there */
+            char *parent = strdup(path);
+            char *slash = parent ? strrchr(parent, '/') : NULL;
+            if (slash && slash != parent)
+                *slash = '\0';
+            if (!parent || stat(slash ? parent : ".", &st) != 0 || !S_ISDIR(st.st_mode))
+                problem = "neither it nor its parent directory exists";
+            free(parent);
+        }
+        if (problem) {
+            add_error(ld, line, "[%s] %s: '%s' %s (expected %s)", sec, k->name,
+                      show(path, buf, sizeof(buf)), problem, k->note);
+            free(path);
+            return -1;
+        }
+        free(*(char **)p);
+        *(char **)p = path;
+        return 0;
+    }
     }
     value_error(ld, line, k, sec, value, why ? why : "invalid value", at);
     return -1;
@@ -1025,6 +1072,7 @@ static void clear_value(struct config *cfg, const struct key *k)
     case T_STRING:
     case T_SECRET:
     case T_PATH:
+    case T_DIR:
         free(*(char **)p);
         *(char **)p = NULL;
         break;
@@ -1050,7 +1098,8 @@ static const char *fmt_value(const struct config *cfg, const struct key *k, char
 
     switch (k->type) {
     case T_STRING:
-    case T_PATH: {
+    case T_PATH:
+    case T_DIR: {
         const char *s = *(char *const *)p;
         snprintf(buf, size, "%s", s ? s : "(unset)");
         break;
@@ -1104,6 +1153,7 @@ static bool same_value(const struct config *a, const struct config *b, const str
     case T_STRING:
     case T_SECRET:
     case T_PATH:
+    case T_DIR:
         return same_str(*(char *const *)pa, *(char *const *)pb);
     case T_HOSTPORT: {
         const struct config_hostport *x = pa, *y = pb;
@@ -1744,6 +1794,16 @@ static void check_body_sizes(struct load *ld)
     }
 }
 
+/* A spool without a database has nothing to replay into. */
+static void check_spool(struct load *ld)
+{
+    size_t dir = key_index("audit", "spool_dir");
+    if (ld->cfg->audit.spool_dir && !ld->cfg->audit.database)
+        add_error(ld, ld->set_line[dir],
+                  "[audit] spool_dir: set without [audit] database (expected both: the spool "
+                  "keeps records for the database while it is unavailable)");
+}
+
 /* Free everything the snapshot owns, the table's fields and the named sections included. */
 static void config_free(struct config *cfg)
 {
@@ -1804,6 +1864,7 @@ static struct config *load_text(const char *file, const char *base_dir, const ch
     default_instance(&ld);
     check_body_sizes(&ld);
     check_server_tls(&ld);
+    check_spool(&ld);
     free(ld.endpoint_size_line);
 
     if (ld.nerr) {

@@ -113,6 +113,10 @@ struct config {
         uint32_t settings_refresh_ms; /* re-read process_kpi_settings (NOTIFY is faster) */
         uint32_t partitions_ahead;    /* days of partitions created ahead */
         uint32_t map_cache_size;      /* runId/taskId -> processKey entries cached per thread */
+        char *spool_dir;              /* the local spool's directory, owned; NULL: no spool */
+        size_t spool_max_bytes;       /* bound on the spool's files */
+        uint32_t spool_replay_rate;   /* rows per second the replay inserts at most (0: any) */
+        uint32_t refusal_records_per_second; /* per thread; beyond: counted in summaries */
     } audit;
 
     struct {

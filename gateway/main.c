@@ -27,6 +27,8 @@
 #include "log.h"
 #include "migrate.h"
 #include "policy.h"
+#include "replay.h"
+#include "spool.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -55,7 +57,9 @@ struct app {
     struct worker *workers[MAX_THREADS];
     int nworkers;
     struct admin *admin;
-    struct event *reap; /* during shutdown: leave once every worker has drained */
+    struct spool *spool;   /* the ledger's spool, or NULL */
+    struct replay *replay; /* its replay thread */
+    struct event *reap;    /* during shutdown: leave once every worker has drained */
     bool stopping;
 };
 
@@ -127,6 +131,7 @@ static int run(struct config *cfg)
     int rc = 1;
     SSL_CTX *ssl_ctx = NULL, *server_tls = NULL;
     struct event *sigs[3] = {NULL, NULL, NULL};
+    bool migrate_later = false;
 
     signal(SIGPIPE, SIG_IGN);
     if (policy_init() != 0 || audit_init() != 0) {
@@ -140,13 +145,21 @@ static int run(struct config *cfg)
     } else if (cfg->audit.auto_migrate) {
         /* Blocking libpq is fine here: no loop runs yet. */
         int n = migrate_apply(cfg->audit.database, NULL, err, sizeof(err));
-        if (n < 0) {
-            char esc[600];
+        char esc[600];
+        if (n < 0 && !cfg->audit.spool_dir) {
             log_error("auto_migrate failed", "\"reason\":\"%s\"",
                       log_json_escape(err, esc, sizeof(esc)));
             return 1;
         }
-        log_info("audit database migrated", "\"applied\":%d", n);
+        if (n < 0) {
+            /* the database must not keep the bots from starting: the spool takes the records,
+             * and the replay migrates before it inserts */
+            log_warn("auto_migrate failed; starting with the spool, the replay will migrate",
+                     "\"reason\":\"%s\"", log_json_escape(err, esc, sizeof(esc)));
+            migrate_later = true;
+        } else {
+            log_info("audit database migrated", "\"applied\":%d", n);
+        }
     }
     if (evthread_use_pthreads() != 0) {
         log_error("cannot enable libevent threading", "");
@@ -171,6 +184,38 @@ static int run(struct config *cfg)
             return 1;
         }
     }
+    if (cfg->audit.database && cfg->audit.spool_dir) {
+        int n = cfg->server.threads > MAX_THREADS ? MAX_THREADS : cfg->server.threads;
+        struct spool_options so = {
+            .dir = cfg->audit.spool_dir,
+            .max_bytes = cfg->audit.spool_max_bytes,
+            .segment_bytes = cfg->audit.spool_max_bytes / 16 < 4 * 1024 * 1024
+                                 ? cfg->audit.spool_max_bytes / 16
+                                 : 4 * 1024 * 1024,
+            .idle_close_ms = 1000,
+            .nworkers = n,
+        };
+        app.spool = spool_open(&so, err, sizeof(err));
+        if (!app.spool) {
+            char esc[600];
+            log_error("cannot open the spool", "\"reason\":\"%s\"",
+                      log_json_escape(err, esc, sizeof(esc)));
+            goto out;
+        }
+        struct replay_options ro = {
+            .conninfo = cfg->audit.database,
+            .cfg = cfg,
+            .rows_per_second = cfg->audit.spool_replay_rate,
+            .batch_rows = cfg->audit.batch_size,
+            .reconnect_max_ms = cfg->audit.reconnect_max_ms,
+            .migrate_first = migrate_later,
+        };
+        app.replay = replay_start(app.spool, &ro, err, sizeof(err));
+        if (!app.replay) {
+            log_error("cannot start the spool replay", "\"reason\":\"%s\"", err);
+            goto out;
+        }
+    }
     app.base = event_base_new();
     app.reap = app.base ? event_new(app.base, -1, EV_PERSIST, reap_cb, &app) : NULL;
     if (!app.base || !app.reap) {
@@ -191,7 +236,7 @@ static int run(struct config *cfg)
             goto out;
         }
         port = bound;
-        app.workers[i] = worker_new(i, cfg, ssl_ctx, server_tls, fd, err, sizeof(err));
+        app.workers[i] = worker_new(i, cfg, ssl_ctx, server_tls, app.spool, fd, err, sizeof(err));
         if (!app.workers[i]) {
             log_error("cannot create worker", "\"thread\":%d,\"reason\":\"%s\"", i, err);
             goto out;
@@ -205,7 +250,7 @@ static int run(struct config *cfg)
         log_error("cannot open the admin listener", "\"reason\":\"%s\"", err);
         goto out;
     }
-    app.admin = admin_new(app.base, afd, app.workers, app.nworkers, err, sizeof(err));
+    app.admin = admin_new(app.base, afd, app.workers, app.nworkers, app.spool, err, sizeof(err));
     if (!app.admin) {
         log_error("cannot start the admin listener", "\"reason\":\"%s\"", err);
         goto out;
@@ -243,6 +288,10 @@ static int run(struct config *cfg)
 out:
     for (int i = 0; i < app.nworkers; i++)
         worker_join_and_free(app.workers[i]);
+    /* the workers' unwritten rows are in the spool now; the replay stops, the spool closes its
+     * segments for the next start */
+    replay_stop(app.replay);
+    spool_close(app.spool);
     log_stop();
     if (rc == 0)
         log_info("stopped", "");

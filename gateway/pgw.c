@@ -1,12 +1,18 @@
 /*
  * pgw: the asynchronous PostgreSQL writer (see pgw.h for the design).
  *
- * States: RESOLVING (evdns for the host name) -> CONNECTING (PQconnectPoll) -> PREPARING
- * (statements + LISTEN, one pipeline) -> READY (batches) -> on any failure BACKOFF -> RESOLVING.
+ * States: RESOLVING (evdns for the host names) -> CONNECTING (PQconnectPoll) -> PREPARING
+ * (statements + LISTEN, one pipeline) -> READY (batches) -> on any failure BACKOFF ->
+ * RESOLVING.
  *
  * Ownership: the pgw owns its items until their callback has run (or they are cancelled and
  * finished), the PGconn, and its events. An item is on exactly one list: queue (waiting),
  * inflight (sent in the current batch), or none (being finished).
+ *
+ * A batch on the wire is a sequence of executions ("units"), each followed by its results and
+ * a NULL: a unit is one item, or, for a batched statement, every row of that statement in the
+ * batch. The inflight list keeps a unit's items next to each other; the first carries the
+ * unit's size.
  */
 #include "pgw.h"
 
@@ -20,6 +26,7 @@
 #include <sys/queue.h>
 
 #include "log.h"
+#include "util.h"
 
 enum pgw_state { ST_BACKOFF, ST_RESOLVING, ST_CONNECTING, ST_PREPARING, ST_READY };
 
@@ -27,26 +34,43 @@ struct pgw_item {
     TAILQ_ENTRY(pgw_item) link;
     struct pgw *p;
     size_t stmt;
-    char **values; /* owned copies */
+    char **values; /* nvalues pointers into the same allocation, NULL for SQL NULL */
     int nvalues;
     pgw_done_fn done;
     void *arg;
     bool cancelled;
+    bool solo;     /* send alone: its batched statement failed with other rows */
     bool failed;   /* this statement's own error in the current batch */
+    bool suspect;  /* its unit failed with several rows: sent again solo */
+    uint32_t unit; /* first item of a unit on the wire: the unit's size; 0 otherwise */
     PGresult *res; /* its result in the current batch */
     char error[256];
 };
 TAILQ_HEAD(item_list, pgw_item);
+
+#define MAX_HOSTS 16 /* hosts in a connection string; addresses in all */
+
+struct host_entry {
+    char name[256]; /* host name, address or socket directory */
+    char port[16];  /* "" = default */
+    bool resolve;   /* a name to look up with evdns */
+    struct evdns_getaddrinfo_request *req;
+    bool done;
+    int naddrs;
+    char addrs[MAX_HOSTS][INET6_ADDRSTRLEN];
+};
 
 struct pgw {
     struct event_base *base;
     struct evdns_base *dns;
     struct pgw_options opt;
     PQconninfoOption *parsed; /* the conninfo, parsed once */
-    char hostaddr[INET6_ADDRSTRLEN];
-    bool need_dns;
-    char dns_host[256];
-    struct evdns_getaddrinfo_request *dns_req;
+    bool pass_through;        /* hostaddr given: hand the conninfo to libpq as it is */
+    struct host_entry hosts[MAX_HOSTS];
+    int nhosts;
+    int dns_pending;
+    char host_list[MAX_HOSTS * 272], addr_list[MAX_HOSTS * INET6_ADDRSTRLEN],
+        port_list[MAX_HOSTS * 17];
 
     enum pgw_state state;
     PGconn *conn;
@@ -63,10 +87,12 @@ struct pgw {
 
     struct item_list queue;
     struct item_list inflight;
-    struct pgw_item *current; /* inflight item whose results are being read */
+    struct pgw_item *current; /* first item of the unit whose results are being read */
     size_t nqueued;
     bool batch_open; /* a batch was sent; its Sync result is awaited */
+    uint64_t batch_sent_ms;
     bool logged_down;
+    bool freeing;
 };
 
 static void set_state_backoff(struct pgw *p, const char *why);
@@ -77,49 +103,60 @@ static void start_connect(struct pgw *p);
 
 static void item_free(struct pgw_item *it)
 {
-    for (int i = 0; i < it->nvalues; i++)
-        free(it->values[i]);
-    free(it->values);
     if (it->res)
         PQclear(it->res);
     free(it);
 }
 
-static void item_finish(struct pgw_item *it, bool ok)
+static void item_finish(struct pgw_item *it, enum pgw_status st)
 {
     if (!it->cancelled && it->done)
-        it->done(it->arg, ok, it->res, it->error);
+        it->done(it->arg, st, it->res, it->error);
     item_free(it);
 }
 
 struct pgw_item *pgw_submit(struct pgw *p, size_t stmt, const char *const *values, pgw_done_fn done,
                             void *arg)
 {
-    if (stmt >= p->opt.nstatements || p->nqueued >= p->opt.queue_size)
-        return NULL;
-    struct pgw_item *it = calloc(1, sizeof(*it));
-    if (!it)
+    if (stmt >= p->opt.nstatements || p->nqueued >= p->opt.queue_size || p->freeing)
         return NULL;
     int n = p->opt.statements[stmt].nparams;
-    it->values = calloc((size_t)(n > 0 ? n : 1), sizeof(char *));
-    if (!it->values) {
-        free(it);
+    /* one allocation: the item, the value pointers, the values */
+    size_t need = sizeof(struct pgw_item) + sizeof(char *) * (size_t)(n > 0 ? n : 1);
+    for (int i = 0; i < n; i++)
+        if (values[i])
+            need += strlen(values[i]) + 1;
+    struct pgw_item *it = malloc(need);
+    if (!it)
         return NULL;
+    memset(it, 0, sizeof(*it));
+    it->values = (char **)(it + 1);
+    char *o = (char *)(it->values + (n > 0 ? n : 1));
+    for (int i = 0; i < n; i++) {
+        if (!values[i]) {
+            it->values[i] = NULL;
+            continue;
+        }
+        size_t len = strlen(values[i]) + 1;
+        memcpy(o, values[i], len);
+        it->values[i] = o;
+        o += len;
     }
     it->nvalues = n;
-    for (int i = 0; i < n; i++) {
-        if (values[i] && !(it->values[i] = strdup(values[i]))) {
-            item_free(it);
-            return NULL;
-        }
-    }
     it->p = p;
     it->stmt = stmt;
     it->done = done;
     it->arg = arg;
     TAILQ_INSERT_TAIL(&p->queue, it, link);
     p->nqueued++;
-    try_flush(p);
+    /* A batch is started from the loop, never from here: a callback must not run inside the
+     * call that submitted its statement (send_batch can fail and finish items). */
+    if (p->state == ST_READY && !p->batch_open && !p->batch_timer_armed) {
+        struct timeval tv = {.tv_sec = p->opt.batch_delay_ms / 1000,
+                             .tv_usec = (p->opt.batch_delay_ms % 1000) * 1000};
+        evtimer_add(p->timer, &tv);
+        p->batch_timer_armed = true;
+    }
     return it;
 }
 
@@ -141,9 +178,83 @@ bool pgw_item_cancel(struct pgw_item *it)
     return false;
 }
 
+size_t pgw_divert(struct pgw *p)
+{
+    struct item_list out;
+    TAILQ_INIT(&out);
+    TAILQ_CONCAT(&out, &p->queue, link);
+    p->nqueued = 0;
+    size_t n = 0;
+    struct pgw_item *it;
+    while ((it = TAILQ_FIRST(&out)) != NULL) {
+        TAILQ_REMOVE(&out, it, link);
+        snprintf(it->error, sizeof(it->error), "diverted before it was committed");
+        if (!it->cancelled)
+            n++;
+        item_finish(it, PGW_DIVERTED);
+    }
+    return n;
+}
+
 bool pgw_connected(const struct pgw *p)
 {
     return p->state == ST_READY;
+}
+
+bool pgw_stalled(const struct pgw *p, uint64_t ms)
+{
+    return p->state == ST_READY && p->batch_open && util_now_ms() - p->batch_sent_ms > ms;
+}
+
+size_t pgw_queued(const struct pgw *p)
+{
+    return p->nqueued;
+}
+
+size_t pgw_pending(const struct pgw *p)
+{
+    size_t n = p->nqueued;
+    const struct pgw_item *it;
+    TAILQ_FOREACH(it, &p->inflight, link)
+    n++;
+    return n;
+}
+
+/* ---- array literals ---- */
+
+char *pgw_array_literal(const char *const *values, size_t n)
+{
+    size_t need = 3;
+    for (size_t i = 0; i < n; i++) {
+        need += 5; /* NULL or two quotes, and a comma */
+        if (values[i])
+            for (const char *c = values[i]; *c; c++)
+                need += (*c == '"' || *c == '\\') ? 2 : 1;
+    }
+    char *out = malloc(need);
+    if (!out)
+        return NULL;
+    char *o = out;
+    *o++ = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            *o++ = ',';
+        if (!values[i]) {
+            memcpy(o, "NULL", 4);
+            o += 4;
+            continue;
+        }
+        *o++ = '"';
+        for (const char *c = values[i]; *c; c++) {
+            if (*c == '"' || *c == '\\')
+                *o++ = '\\';
+            *o++ = *c;
+        }
+        *o++ = '"';
+    }
+    *o++ = '}';
+    *o = '\0';
+    return out;
 }
 
 /* ---- socket events ---- */
@@ -186,23 +297,31 @@ static int flush_out(struct pgw *p)
 
 /* ---- connection loss and backoff ---- */
 
+/* Put ITEM back at the head of the queue (callers go from the last to the first, so the
+ * order is kept), or drop it if cancelled. */
+static void requeue_head(struct pgw *p, struct pgw_item *it)
+{
+    if (it->res) {
+        PQclear(it->res);
+        it->res = NULL;
+    }
+    it->failed = false;
+    it->unit = 0;
+    if (it->cancelled) {
+        item_free(it);
+        return;
+    }
+    TAILQ_INSERT_HEAD(&p->queue, it, link);
+    p->nqueued++;
+}
+
 static void requeue_inflight(struct pgw *p)
 {
-    /* Put the batch back at the head of the queue, in order: it is sent again (idempotent). */
+    /* The batch goes back at the head of the queue, in order: it is sent again (idempotent). */
     struct pgw_item *it;
     while ((it = TAILQ_LAST(&p->inflight, item_list)) != NULL) {
         TAILQ_REMOVE(&p->inflight, it, link);
-        if (it->res) {
-            PQclear(it->res);
-            it->res = NULL;
-        }
-        it->failed = false;
-        if (it->cancelled) {
-            item_free(it);
-            continue;
-        }
-        TAILQ_INSERT_HEAD(&p->queue, it, link);
-        p->nqueued++;
+        requeue_head(p, it);
     }
     p->current = NULL;
     p->batch_open = false;
@@ -212,6 +331,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg);
 
 static void set_state_backoff(struct pgw *p, const char *why)
 {
+    bool was_up = p->state == ST_READY || p->state == ST_PREPARING;
     unwatch(p);
     if (p->conn) {
         PQfinish(p->conn);
@@ -229,6 +349,8 @@ static void set_state_backoff(struct pgw *p, const char *why)
     p->batch_timer_armed = false;
     p->backoff_ms =
         p->backoff_ms * 2 > p->opt.reconnect_max_ms ? p->opt.reconnect_max_ms : p->backoff_ms * 2;
+    if (was_up && p->opt.on_down && !p->freeing)
+        p->opt.on_down(p->opt.arg);
 }
 
 static void conn_error(struct pgw *p, const char *what)
@@ -244,22 +366,64 @@ static void conn_error(struct pgw *p, const char *what)
 
 /* ---- connect ---- */
 
+static bool is_numeric(const char *h)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, h, buf) == 1 || inet_pton(AF_INET6, h, buf) == 1;
+}
+
+/* Append S to the comma-separated LIST (of CAP bytes). */
+static void list_add(char *list, size_t cap, const char *s)
+{
+    size_t n = strlen(list);
+    snprintf(list + n, cap - n, "%s%s", n ? "," : "", s);
+}
+
 static void connect_with_params(struct pgw *p)
 {
     const char *keys[64], *vals[64];
     int n = 0;
+    bool lists = !p->pass_through;
+    if (lists) {
+        /* every address of every host, in order: host (for TLS and messages), hostaddr and
+         * port lists of equal length */
+        p->host_list[0] = p->addr_list[0] = p->port_list[0] = '\0';
+        bool any_port = false;
+        int count = 0;
+        for (int h = 0; h < p->nhosts; h++) {
+            struct host_entry *e = &p->hosts[h];
+            int k = e->resolve ? e->naddrs : 1;
+            for (int i = 0; i < k && count < MAX_HOSTS; i++, count++) {
+                list_add(p->host_list, sizeof(p->host_list), e->name);
+                list_add(p->addr_list, sizeof(p->addr_list),
+                         e->resolve            ? e->addrs[i]
+                         : is_numeric(e->name) ? e->name
+                                               : "");
+                list_add(p->port_list, sizeof(p->port_list), e->port);
+                any_port |= e->port[0] != '\0';
+            }
+        }
+        if (count == 0) {
+            set_state_backoff(p, "no address of the database host could be resolved");
+            return;
+        }
+        keys[n] = "host";
+        vals[n++] = p->host_list;
+        keys[n] = "hostaddr";
+        vals[n++] = p->addr_list;
+        if (any_port) {
+            keys[n] = "port";
+            vals[n++] = p->port_list;
+        }
+    }
     for (PQconninfoOption *o = p->parsed; o->keyword && n < 60; o++) {
         if (!o->val)
             continue;
-        if (p->hostaddr[0] && strcmp(o->keyword, "hostaddr") == 0)
+        if (lists && (strcmp(o->keyword, "host") == 0 || strcmp(o->keyword, "hostaddr") == 0 ||
+                      strcmp(o->keyword, "port") == 0))
             continue;
         keys[n] = o->keyword;
         vals[n] = o->val;
-        n++;
-    }
-    if (p->hostaddr[0]) {
-        keys[n] = "hostaddr";
-        vals[n] = p->hostaddr;
         n++;
     }
     keys[n] = NULL;
@@ -279,35 +443,61 @@ static void connect_with_params(struct pgw *p)
         conn_error(p, "cannot watch the socket");
 }
 
-static void dns_cb(int result, struct evutil_addrinfo *res, void *arg)
+/* Keep the addresses of RES (a lookup of entry E), without duplicates, in order. */
+static void take_addresses(struct host_entry *e, int result, struct evutil_addrinfo *res)
 {
-    struct pgw *p = arg;
-    p->dns_req = NULL;
-    if (result == EVUTIL_EAI_CANCEL)
-        return;
-    if (result != 0 || !res) {
-        char why[300];
-        snprintf(why, sizeof(why), "cannot resolve %s: %s", p->dns_host,
-                 evutil_gai_strerror(result));
+    e->done = true;
+    e->naddrs = 0;
+    if (result != 0 || !res)
+        log_warn("cannot resolve the audit database host", "\"host\":\"%s\",\"error\":\"%s\"",
+                 e->name, evutil_gai_strerror(result));
+    for (struct evutil_addrinfo *ai = res; ai && e->naddrs < MAX_HOSTS; ai = ai->ai_next) {
+        char *out = e->addrs[e->naddrs];
+        if (ai->ai_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, out,
+                      INET6_ADDRSTRLEN);
+        else if (ai->ai_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, out,
+                      INET6_ADDRSTRLEN);
+        else
+            continue;
+        bool dup = false;
+        for (int i = 0; i < e->naddrs; i++)
+            dup |= strcmp(e->addrs[i], out) == 0;
+        if (!dup)
+            e->naddrs++;
+    }
+}
+
+/* evdns passes one pointer: the lookup's owner and which host it is for. */
+struct dns_ctx {
+    struct pgw *p;
+    int index;
+};
+
+static void dns_entry_cb(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct dns_ctx *c = arg;
+    struct pgw *p = c->p;
+    struct host_entry *e = &p->hosts[c->index];
+    free(c);
+    e->req = NULL;
+    if (result == EVUTIL_EAI_CANCEL) {
         if (res)
             evutil_freeaddrinfo(res);
-        set_state_backoff(p, why);
         return;
     }
-    if (res->ai_family == AF_INET6)
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr, p->hostaddr,
-                  sizeof(p->hostaddr));
-    else
-        inet_ntop(AF_INET, &((struct sockaddr_in *)res->ai_addr)->sin_addr, p->hostaddr,
-                  sizeof(p->hostaddr));
-    evutil_freeaddrinfo(res);
-    connect_with_params(p);
+    take_addresses(e, result, res);
+    if (res)
+        evutil_freeaddrinfo(res);
+    if (--p->dns_pending == 0)
+        connect_with_params(p);
 }
 
 static void start_connect(struct pgw *p)
 {
     p->state = ST_RESOLVING;
-    if (!p->need_dns) {
+    if (p->pass_through) {
         connect_with_params(p);
         return;
     }
@@ -315,8 +505,28 @@ static void start_connect(struct pgw *p)
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    p->hostaddr[0] = '\0';
-    p->dns_req = evdns_getaddrinfo(p->dns, p->dns_host, NULL, &hints, dns_cb, p);
+    /* one extra count until every lookup is started: a lookup evdns answers at once (from its
+     * cache, or a failure) must not start connecting while others are not even asked */
+    p->dns_pending = 1;
+    for (int h = 0; h < p->nhosts; h++) {
+        struct host_entry *e = &p->hosts[h];
+        e->done = !e->resolve;
+        e->naddrs = 0;
+        if (!e->resolve)
+            continue;
+        struct dns_ctx *c = malloc(sizeof(*c));
+        if (!c)
+            continue;
+        c->p = p;
+        c->index = h;
+        p->dns_pending++;
+        struct evdns_getaddrinfo_request *req =
+            evdns_getaddrinfo(p->dns, e->name, NULL, &hints, dns_entry_cb, c);
+        if (!e->done)
+            e->req = req;
+    }
+    if (--p->dns_pending == 0)
+        connect_with_params(p);
 }
 
 static void send_prepares(struct pgw *p)
@@ -374,18 +584,16 @@ static void batch_done(struct pgw *p)
     bool any_failed = false;
     struct pgw_item *it;
     TAILQ_FOREACH(it, &p->inflight, link)
-    any_failed |= it->failed;
+    any_failed |= it->failed || it->suspect;
 
     struct item_list done;
     TAILQ_INIT(&done);
-    while ((it = TAILQ_FIRST(&p->inflight)) != NULL) {
-        TAILQ_REMOVE(&p->inflight, it, link);
-        TAILQ_INSERT_TAIL(&done, it, link);
-    }
+    TAILQ_CONCAT(&done, &p->inflight, link);
     p->current = NULL;
     p->batch_open = false;
 
-    /* Retry the innocent part of a failed batch first (at the head, in order). */
+    /* The transaction was rolled back: everything but the culprits goes again, at the head and
+     * in order; rows of a failed multi-row execution go again alone. */
     if (any_failed) {
         struct pgw_item *prev;
         for (it = TAILQ_LAST(&done, item_list); it; it = prev) {
@@ -393,16 +601,11 @@ static void batch_done(struct pgw *p)
             if (it->failed)
                 continue;
             TAILQ_REMOVE(&done, it, link);
-            if (it->res) {
-                PQclear(it->res);
-                it->res = NULL;
+            if (it->suspect) {
+                it->solo = true;
+                it->suspect = false;
             }
-            if (it->cancelled) {
-                item_free(it);
-                continue;
-            }
-            TAILQ_INSERT_HEAD(&p->queue, it, link);
-            p->nqueued++;
+            requeue_head(p, it);
         }
     }
     while ((it = TAILQ_FIRST(&done)) != NULL) {
@@ -411,7 +614,7 @@ static void batch_done(struct pgw *p)
             log_error("audit statement failed",
                       "\"conn\":\"%s\",\"statement\":\"%s\",\"error\":\"%s\"", p->opt.name,
                       p->opt.statements[it->stmt].name, it->error);
-        item_finish(it, !it->failed);
+        item_finish(it, it->failed ? PGW_FAILED : PGW_OK);
     }
     try_flush(p);
 }
@@ -423,6 +626,33 @@ static void note_error(char *buf, size_t len, const PGresult *res)
     for (char *c = buf; *c; c++)
         if (*c == '\n' || *c == '"' || *c == '\\')
             *c = ' ';
+}
+
+/* The current unit failed with RES: blame it, or its rows if it carried several. */
+static void unit_failed(struct pgw *p, const PGresult *res)
+{
+    struct pgw_item *it = p->current;
+    uint32_t n = it->unit;
+    if (n == 1) {
+        it->failed = true;
+        note_error(it->error, sizeof(it->error), res);
+        return;
+    }
+    char why[256];
+    note_error(why, sizeof(why), res);
+    log_warn("a batch of audit rows was refused; sending its rows one by one to find the bad one",
+             "\"conn\":\"%s\",\"statement\":\"%s\",\"rows\":%u,\"error\":\"%s\"", p->opt.name,
+             p->opt.statements[it->stmt].name, n, why);
+    for (uint32_t i = 0; i < n && it; i++, it = TAILQ_NEXT(it, link))
+        it->suspect = true;
+}
+
+static void next_unit(struct pgw *p)
+{
+    struct pgw_item *it = p->current;
+    for (uint32_t n = it->unit; n > 0 && it; n--)
+        it = TAILQ_NEXT(it, link);
+    p->current = it;
 }
 
 static void read_results(struct pgw *p)
@@ -457,9 +687,9 @@ static void read_results(struct pgw *p)
             continue;
         }
         if (!res) {
-            /* End of the current statement's results: move to the next one. */
+            /* End of the current unit's results: move to the next one. */
             if (p->current)
-                p->current = TAILQ_NEXT(p->current, link);
+                next_unit(p);
             if (!p->current && !p->batch_open)
                 return;
             continue;
@@ -476,11 +706,10 @@ static void read_results(struct pgw *p)
             continue;
         }
         if (st == PGRES_FATAL_ERROR) {
-            it->failed = true;
-            note_error(it->error, sizeof(it->error), res);
+            unit_failed(p, res);
             PQclear(res);
         } else if (st == PGRES_PIPELINE_ABORTED) {
-            PQclear(res); /* not this statement's fault: sent again */
+            PQclear(res); /* not this unit's fault: sent again */
         } else {
             if (it->res)
                 PQclear(it->res);
@@ -540,8 +769,49 @@ static void socket_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- batching ---- */
 
+/* Send one unit: the N items starting at FIRST (already in the inflight list, contiguous). */
+static int send_unit(struct pgw *p, struct pgw_item *first, uint32_t n)
+{
+    const struct pgw_statement *s = &p->opt.statements[first->stmt];
+    first->unit = n;
+    if (!s->batched)
+        return PQsendQueryPrepared(p->conn, s->name, first->nvalues,
+                                   (const char *const *)first->values, NULL, NULL, 0)
+                   ? 0
+                   : -1;
+    /* one array per column */
+    int rc = 0;
+    const char **col = malloc(sizeof(char *) * n);
+    char **arrays = calloc((size_t)s->nparams, sizeof(char *));
+    if (!col || !arrays) {
+        rc = -1;
+        goto out;
+    }
+    for (int c = 0; c < s->nparams && rc == 0; c++) {
+        struct pgw_item *it = first;
+        for (uint32_t i = 0; i < n; i++, it = TAILQ_NEXT(it, link))
+            col[i] = it->values[c];
+        if (!(arrays[c] = pgw_array_literal(col, n)))
+            rc = -1;
+    }
+    if (rc == 0 && !PQsendQueryPrepared(p->conn, s->name, s->nparams, (const char *const *)arrays,
+                                        NULL, NULL, 0))
+        rc = -1;
+out:
+    if (arrays)
+        for (int c = 0; c < s->nparams; c++)
+            free(arrays[c]);
+    free(arrays);
+    free(col);
+    return rc;
+}
+
 static void send_batch(struct pgw *p)
 {
+    /* Take up to batch_size items off the queue; group the rows of each batched statement
+     * (in the order the statements first appear), leave the rest in submission order. */
+    struct item_list take;
+    TAILQ_INIT(&take);
     uint32_t n = 0;
     struct pgw_item *it;
     while (n < p->opt.batch_size && (it = TAILQ_FIRST(&p->queue)) != NULL) {
@@ -551,22 +821,39 @@ static void send_batch(struct pgw *p)
             item_free(it);
             continue;
         }
-        const struct pgw_statement *s = &p->opt.statements[it->stmt];
-        TAILQ_INSERT_TAIL(&p->inflight, it, link);
-        if (!PQsendQueryPrepared(p->conn, s->name, it->nvalues, (const char *const *)it->values,
-                                 NULL, NULL, 0)) {
-            conn_error(p, "cannot send a statement");
-            return;
-        }
+        TAILQ_INSERT_TAIL(&take, it, link);
         n++;
     }
     if (n == 0)
         return;
+    while ((it = TAILQ_FIRST(&take)) != NULL) {
+        TAILQ_REMOVE(&take, it, link);
+        TAILQ_INSERT_TAIL(&p->inflight, it, link);
+        uint32_t rows = 1;
+        if (p->opt.statements[it->stmt].batched && !it->solo) {
+            struct pgw_item *q, *next;
+            for (q = TAILQ_FIRST(&take); q; q = next) {
+                next = TAILQ_NEXT(q, link);
+                if (q->stmt == it->stmt && !q->solo) {
+                    TAILQ_REMOVE(&take, q, link);
+                    TAILQ_INSERT_TAIL(&p->inflight, q, link);
+                    rows++;
+                }
+            }
+        }
+        if (send_unit(p, it, rows) != 0) {
+            /* put the rest back in the batch so that the failure requeues everything */
+            TAILQ_CONCAT(&p->inflight, &take, link);
+            conn_error(p, "cannot send a statement");
+            return;
+        }
+    }
     if (!PQpipelineSync(p->conn)) {
         conn_error(p, "cannot sync");
         return;
     }
     p->batch_open = true;
+    p->batch_sent_ms = util_now_ms();
     p->current = TAILQ_FIRST(&p->inflight);
     if (flush_out(p) != 0)
         conn_error(p, "cannot send");
@@ -606,10 +893,70 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- life ---- */
 
-static bool is_numeric(const char *h)
+/* Split the comma-separated LIST into OUT[i] of SIZE bytes each; returns the count, or -1 when
+ * there are too many or an element is too long. */
+static int split_list(const char *list, char out[][256], int max)
 {
-    unsigned char buf[sizeof(struct in6_addr)];
-    return inet_pton(AF_INET, h, buf) == 1 || inet_pton(AF_INET6, h, buf) == 1;
+    int n = 0;
+    const char *s = list;
+    for (;;) {
+        const char *comma = strchr(s, ',');
+        size_t len = comma ? (size_t)(comma - s) : strlen(s);
+        if (n >= max || len >= 256)
+            return -1;
+        memcpy(out[n], s, len);
+        out[n][len] = '\0';
+        n++;
+        if (!comma)
+            return n;
+        s = comma + 1;
+    }
+}
+
+/* Read the host, hostaddr and port of the connection string (or PGHOST, PGPORT). */
+static int plan_hosts(struct pgw *p, char *errbuf, size_t errlen)
+{
+    const char *host = NULL, *hostaddr = NULL, *port = NULL;
+    for (PQconninfoOption *o = p->parsed; o->keyword; o++) {
+        if (strcmp(o->keyword, "host") == 0)
+            host = o->val;
+        else if (strcmp(o->keyword, "hostaddr") == 0)
+            hostaddr = o->val;
+        else if (strcmp(o->keyword, "port") == 0)
+            port = o->val;
+    }
+    if (!host || !*host)
+        host = getenv("PGHOST");
+    if (!port || !*port)
+        port = getenv("PGPORT");
+    /* hostaddr given, or no host at all (libpq's default socket): libpq needs no lookup */
+    if ((hostaddr && *hostaddr) || !host || !*host) {
+        p->pass_through = true;
+        return 0;
+    }
+    char names[MAX_HOSTS][256], ports[MAX_HOSTS][256];
+    int nh = split_list(host, names, MAX_HOSTS);
+    int np = port && *port ? split_list(port, ports, MAX_HOSTS) : 0;
+    if (nh < 0 || np < 0 || (np > 1 && np != nh)) {
+        snprintf(errbuf, errlen,
+                 "the audit database connection string lists too many hosts (at most %d) or "
+                 "a number of ports that does not match its hosts",
+                 MAX_HOSTS);
+        return -1;
+    }
+    p->nhosts = nh;
+    for (int i = 0; i < nh; i++) {
+        struct host_entry *e = &p->hosts[i];
+        const char *pt = np == 0 ? "" : np == 1 ? ports[0] : ports[i];
+        memcpy(e->name, names[i], strlen(names[i]) + 1); /* split_list: < 256 bytes */
+        if (strlen(pt) >= sizeof(e->port)) {
+            snprintf(errbuf, errlen, "the audit database connection string has an invalid port");
+            return -1;
+        }
+        memcpy(e->port, pt, strlen(pt) + 1);
+        e->resolve = e->name[0] && e->name[0] != '/' && e->name[0] != '@' && !is_numeric(e->name);
+    }
+    return 0;
 }
 
 struct pgw *pgw_new(struct event_base *base, struct evdns_base *dns, const struct pgw_options *opts,
@@ -640,21 +987,10 @@ struct pgw *pgw_new(struct event_base *base, struct evdns_base *dns, const struc
         free(p);
         return NULL;
     }
-    /* A single host name (not a socket directory, not an address, no hostaddr): resolve it
-     * ourselves. Lists of hosts are passed through to libpq unchanged. */
-    const char *host = NULL, *hostaddr = NULL;
-    for (PQconninfoOption *o = p->parsed; o->keyword; o++) {
-        if (strcmp(o->keyword, "host") == 0)
-            host = o->val;
-        else if (strcmp(o->keyword, "hostaddr") == 0)
-            hostaddr = o->val;
-    }
-    if (!host || !*host)
-        host = getenv("PGHOST");
-    if (host && *host && host[0] != '/' && host[0] != '@' && !strchr(host, ',') &&
-        !(hostaddr && *hostaddr) && !is_numeric(host) && strlen(host) < sizeof(p->dns_host)) {
-        p->need_dns = true;
-        snprintf(p->dns_host, sizeof(p->dns_host), "%s", host);
+    if (plan_hosts(p, errbuf, errlen) != 0) {
+        PQconninfoFree(p->parsed);
+        free(p);
+        return NULL;
     }
     p->timer = evtimer_new(base, timer_cb, p);
     if (!p->timer) {
@@ -670,40 +1006,22 @@ void pgw_free(struct pgw *p)
 {
     if (!p)
         return;
-    if (p->dns_req)
-        evdns_getaddrinfo_cancel(p->dns_req);
+    p->freeing = true;
+    for (int h = 0; h < p->nhosts; h++)
+        if (p->hosts[h].req) {
+            evdns_getaddrinfo_cancel(p->hosts[h].req);
+            p->hosts[h].req = NULL;
+        }
     unwatch(p);
     if (p->conn)
         PQfinish(p->conn);
-    /* Whatever was not written is lost with the process: tell the submitters, so that
-     * nobody waits for (or keeps memory for) a statement that will never complete. */
-    struct pgw_item *it;
-    while ((it = TAILQ_FIRST(&p->inflight)) != NULL) {
-        TAILQ_REMOVE(&p->inflight, it, link);
-        snprintf(it->error, sizeof(it->error), "the gateway is shutting down");
-        if (it->res) {
-            PQclear(it->res);
-            it->res = NULL;
-        }
-        item_finish(it, false);
-    }
-    while ((it = TAILQ_FIRST(&p->queue)) != NULL) {
-        TAILQ_REMOVE(&p->queue, it, link);
-        snprintf(it->error, sizeof(it->error), "the gateway is shutting down");
-        item_finish(it, false);
-    }
+    p->conn = NULL;
+    /* Whatever was not committed goes back to its owner (who may keep it elsewhere). */
+    requeue_inflight(p);
+    pgw_divert(p);
     if (p->timer)
         event_free(p->timer);
     if (p->parsed)
         PQconninfoFree(p->parsed);
     free(p);
-}
-
-size_t pgw_pending(const struct pgw *p)
-{
-    size_t n = p->nqueued;
-    const struct pgw_item *it;
-    TAILQ_FOREACH(it, &p->inflight, link)
-    n++;
-    return n;
 }

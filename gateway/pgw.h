@@ -1,7 +1,7 @@
 /*
  * pgw: one asynchronous PostgreSQL connection per worker thread, driven by the worker's event
  * loop: non-blocking libpq (PQconnectStartParams/PQconnectPoll, PQsetnonblocking), prepared
- * statements, pipeline mode, group commit.
+ * statements, pipeline mode, group commit, batched rows.
  *
  * Group commit. Submitted statements wait in a FIFO. A batch (at most batch_size statements, or
  * whatever arrived within batch_delay of the first) is sent as one pipeline ending with one
@@ -10,16 +10,29 @@
  * are the statements' callbacks called. One batch is in flight at a time; what arrives
  * meanwhile forms the next batch, so under load batches grow by themselves.
  *
+ * Batched rows. A statement marked `batched` takes one array per column (e.g. insert ... select
+ * ... from unnest($1::text[], $2::timestamptz[], ...)): its submissions are rows, and all rows
+ * of one batch go to PostgreSQL as a single execution of it, so a batch of 500 records costs a
+ * handful of statements, not 500. Other statements (lookups) run once per submission.
+ *
  * Failures. If a statement fails, PostgreSQL aborts the rest of the batch and rolls the
- * transaction back: the failing statement's callback gets the error, the others are sent again
- * in the next batch. If the connection breaks with a batch in flight, whether it committed is
- * unknown; the batch is sent again after reconnecting, which is safe because every write the
- * gateway makes is idempotent (INSERT ... ON CONFLICT DO NOTHING on the record's key).
+ * transaction back. A failed batched statement that carried several rows does not know which
+ * row was at fault: its rows are sent again one per statement ("solo"), so only the bad row
+ * fails. A failed single statement's callback gets the error; every other statement of the
+ * batch is sent again in the next batch. If the connection breaks with a batch in flight,
+ * whether it committed is unknown; it is sent again after reconnecting, which is safe because
+ * every write the gateway makes is idempotent (INSERT ... ON CONFLICT on the record's key).
  * Reconnects back off exponentially up to reconnect_max; statements are prepared again on each
  * new connection.
  *
- * Never blocks: host names in the connection string are resolved with evdns and passed to
- * libpq as hostaddr, because libpq's own lookup blocks.
+ * Diverting. The owner can take back every statement not known to be committed
+ * (pgw_divert): each gets its callback with PGW_DIVERTED, for the owner to keep elsewhere (the
+ * ledger's spool). pgw_stalled tells when the batch in flight has waited too long (a frozen
+ * or overloaded database), on_down when the connection was lost.
+ *
+ * Never blocks: host names in the connection string (one or a comma-separated list) are
+ * resolved with evdns, and every address of every name is handed to libpq as a host/hostaddr
+ * pair, in order, so libpq tries them all without a lookup of its own (which would block).
  */
 #ifndef GW_PGW_H
 #define GW_PGW_H
@@ -36,8 +49,9 @@ struct pgw_item;
 
 struct pgw_statement {
     const char *name; /* prepared statement name */
-    const char *sql;  /* with $1.. placeholders */
+    const char *sql;  /* with $1.. placeholders; for a batched statement each is an array */
     int nparams;
+    bool batched; /* rows: one submission is one row, one execution carries a batch of them */
 };
 
 struct pgw_options {
@@ -45,38 +59,47 @@ struct pgw_options {
     const char *name;     /* for logs, e.g. "thread 0" */
     const struct pgw_statement *statements; /* prepared on every (re)connect; borrowed */
     size_t nstatements;
-    uint32_t batch_size;
+    uint32_t batch_size; /* statements or rows per batch */
     uint32_t batch_delay_ms;
     uint32_t queue_size; /* statements waiting; pgw_submit refuses beyond */
     uint32_t reconnect_max_ms;
     const char *listen_channel; /* LISTEN on connect, or NULL */
-    /* Called (on the loop) after each successful (re)connect, and for each NOTIFY. */
+    /* Called (on the loop) after each successful (re)connect, each NOTIFY, and when a
+     * connection that was up is lost (its statements are queued again, see pgw_divert). */
     void (*on_connected)(void *arg);
     void (*on_notify)(void *arg, const char *channel, const char *payload);
+    void (*on_down)(void *arg);
     void *arg;
 };
 
+enum pgw_status {
+    PGW_OK,       /* its batch committed; RES holds its result (rows of a SELECT) */
+    PGW_FAILED,   /* PostgreSQL refused this very statement (ERROR says why) */
+    PGW_DIVERTED, /* handed back unwritten by pgw_divert or pgw_free: maybe not committed
+                     (it may have been in a batch whose fate is unknown) */
+};
+
 /*
- * Callback of a submitted statement: OK true when its batch committed (RES then holds its
- * result: rows for a SELECT; borrowed, cleared after the callback), false when PostgreSQL
- * refused this very statement, or pgw_free dropped it unwritten (ERROR says which; RES may be
- * NULL). Never called after pgw_item_cancel.
+ * Callback of a submitted statement. RES is borrowed and cleared after the callback; it may be
+ * NULL (always for batched statements). Never called after pgw_item_cancel, and never from
+ * within pgw_submit.
  */
-typedef void (*pgw_done_fn)(void *arg, bool ok, const PGresult *res, const char *error);
+typedef void (*pgw_done_fn)(void *arg, enum pgw_status status, const PGresult *res,
+                            const char *error);
 
 /* Start connecting at once. Returns NULL when out of memory or CONNINFO does not parse
  * (message in ERRBUF). */
 struct pgw *pgw_new(struct event_base *base, struct evdns_base *dns, const struct pgw_options *opts,
                     char *errbuf, size_t errlen);
 
-/* Close the connection; statements not yet committed are dropped, their callbacks called with
- * OK false (not those of cancelled items). */
+/* Close the connection; every statement not yet committed gets PGW_DIVERTED first (not the
+ * cancelled ones). */
 void pgw_free(struct pgw *p);
 
 /*
- * Queue statement STMT (index into opts->statements) with NPARAMS text VALUES (copied; NULL
- * entries are SQL NULL). DONE may be NULL (pgw logs a refused statement itself). Returns a handle,
- * or NULL when the queue is full or out of memory.
+ * Queue statement STMT (index into opts->statements) with its NPARAMS text VALUES (copied;
+ * NULL entries are SQL NULL; for a batched statement, one row). DONE may be NULL (pgw logs a
+ * refused statement itself). Returns a handle, or NULL when the queue is full or out of memory.
  */
 struct pgw_item *pgw_submit(struct pgw *p, size_t stmt, const char *const *values, pgw_done_fn done,
                             void *arg);
@@ -88,9 +111,27 @@ struct pgw_item *pgw_submit(struct pgw *p, size_t stmt, const char *const *value
  */
 bool pgw_item_cancel(struct pgw_item *item);
 
+/* Hand back every queued statement (not the batch in flight, whose outcome is awaited; but
+ * after a lost connection that batch is queued again and is handed back too): each callback
+ * runs with PGW_DIVERTED, in submission order. Returns how many. */
+size_t pgw_divert(struct pgw *p);
+
 bool pgw_connected(const struct pgw *p); /* connected and statements prepared */
+
+/* Connected, but the batch in flight was sent more than MS milliseconds ago and has not
+ * committed: the database is frozen or far too slow. */
+bool pgw_stalled(const struct pgw *p, uint64_t ms);
 
 /* Statements submitted and not yet finished (queued or in the batch in flight). */
 size_t pgw_pending(const struct pgw *p);
+
+/* Statements waiting to be sent (not in flight). */
+size_t pgw_queued(const struct pgw *p);
+
+/*
+ * Exposed for tests: the PostgreSQL array literal of N values (NULL entries are NULL elements)
+ * into a malloc'd NUL-terminated string, or NULL when out of memory.
+ */
+char *pgw_array_literal(const char *const *values, size_t n);
 
 #endif

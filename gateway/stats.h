@@ -34,6 +34,12 @@ struct gw_stats {
     atomic_uint_fast64_t upstream_tls_full;      /* full TLS handshakes */
     atomic_uint_fast64_t upstream_tls_resumed;   /* resumed sessions */
     atomic_uint_fast64_t upstream_socket_errors; /* socket() failed (descriptors) */
+    /* the ledger */
+    atomic_bool audit_spooling;               /* rows go to the spool (database unhealthy) */
+    atomic_uint_fast64_t audit_committed;     /* rows committed by this thread's connection */
+    atomic_uint_fast64_t audit_spooled;       /* rows handed to the spool */
+    atomic_uint_fast64_t audit_lost;          /* rows neither the database nor a spool took */
+    atomic_uint_fast64_t refusals_summarised; /* refusals counted in a summary, not a row */
 };
 
 #define STAT_ADD(st, field, n) atomic_fetch_add_explicit(&(st)->field, (n), memory_order_relaxed)

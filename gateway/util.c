@@ -134,3 +134,22 @@ int util_set_nodelay(int fd)
     int one = 1;
     return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
+
+size_t util_utf8_prefix(const char *s, size_t len, size_t max)
+{
+    if (len <= max)
+        return len;
+    size_t n = max;
+    /* back over continuation bytes (10xxxxxx) to the start of the character cut in two */
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+        n--;
+    return n;
+}
+
+char *util_copy_text(char *dst, size_t cap, const char *src)
+{
+    size_t n = util_utf8_prefix(src, strlen(src), cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+    return dst;
+}

@@ -1,6 +1,6 @@
 /*
  * util: small helpers without I/O beyond the clock and the kernel's random source: request ids
- * (UUIDv7), monotonic time, socket address formatting.
+ * (UUIDv7), monotonic time, socket address formatting, cutting UTF-8 text.
  */
 #ifndef GW_UTIL_H
 #define GW_UTIL_H
@@ -26,6 +26,15 @@ uint64_t util_wall_ms(void);
 
 /* Format SA as "1.2.3.4:80" or "[::1]:80" into BUF; returns BUF ("?" when unknown). */
 char *util_sockaddr_str(const struct sockaddr *sa, char *buf, size_t size);
+
+/* The longest prefix of S (LEN bytes of UTF-8) that is at most MAX bytes and does not end in
+ * the middle of a character: where a text must be cut to fit a column or a buffer, it is cut
+ * here, so that what is stored stays valid UTF-8. */
+size_t util_utf8_prefix(const char *s, size_t len, size_t max);
+
+/* Copy the NUL-terminated SRC into DST (CAP bytes, CAP > 0), cut at a character boundary to
+ * fit; always NUL-terminates. Returns DST. */
+char *util_copy_text(char *dst, size_t cap, const char *src);
 
 /* Set TCP_NODELAY on FD; returns 0 or -1 with errno. */
 int util_set_nodelay(int fd);

@@ -88,7 +88,7 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 struct worker *worker_new(int index, struct config *cfg, SSL_CTX *client_tls, SSL_CTX *server_tls,
-                          int fd, char *errbuf, size_t errlen)
+                          struct spool *spool, int fd, char *errbuf, size_t errlen)
 {
     struct worker *w = calloc(1, sizeof(*w));
     if (!w) {
@@ -150,7 +150,7 @@ struct worker *worker_new(int index, struct config *cfg, SSL_CTX *client_tls, SS
             goto fail;
         }
     }
-    if (audit_thread_new(ctx, &ctx->audit, errbuf, errlen) != 0)
+    if (audit_thread_new(ctx, spool, &ctx->audit, errbuf, errlen) != 0)
         goto fail;
     if (pipe2(w->stop_pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
         snprintf(errbuf, errlen, "cannot create the stop pipe: %s", strerror(errno));

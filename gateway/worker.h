@@ -24,6 +24,7 @@
 
 struct event;
 struct conn_server;
+struct spool;
 
 struct worker {
     int index;
@@ -43,11 +44,11 @@ struct worker {
 
 /*
  * Build worker INDEX around the listening socket FD (taken over). CFG gets a new reference;
- * CLIENT_TLS (upstream) and SERVER_TLS (towards the bots, may be NULL) are borrowed. Returns
- * NULL with a message in ERRBUF.
+ * CLIENT_TLS (upstream) and SERVER_TLS (towards the bots, may be NULL) and SPOOL (the ledger's
+ * spool, may be NULL) are borrowed. Returns NULL with a message in ERRBUF.
  */
 struct worker *worker_new(int index, struct config *cfg, SSL_CTX *client_tls, SSL_CTX *server_tls,
-                          int fd, char *errbuf, size_t errlen);
+                          struct spool *spool, int fd, char *errbuf, size_t errlen);
 int worker_start(struct worker *w);   /* spawn the thread; 0 or -1 */
 void worker_stop(struct worker *w);   /* thread-safe: begin draining */
 bool worker_exited(struct worker *w); /* thread-safe: the loop has ended (joining won't wait) */

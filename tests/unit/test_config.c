@@ -435,7 +435,11 @@ static void test_defaults(void **state)
     assert_null(cfg->audit.database);
     assert_false(cfg->audit.auto_migrate);
     assert_int_equal(cfg->audit.commit_timeout_ms, 2000);
-    assert_int_equal(cfg->audit.batch_size, 64);
+    assert_int_equal(cfg->audit.batch_size, 512);
+    assert_null(cfg->audit.spool_dir);
+    assert_int_equal(cfg->audit.spool_max_bytes, 1024 * 1024 * 1024);
+    assert_int_equal(cfg->audit.spool_replay_rate, 5000);
+    assert_int_equal(cfg->audit.refusal_records_per_second, 100);
     assert_int_equal(cfg->audit.batch_delay_ms, 0);
     assert_int_equal(cfg->audit.queue_size, 10000);
     assert_non_null(cfg->audit.instance); /* the host name: test_audit_instance */
@@ -1344,6 +1348,9 @@ static void assert_same_config(const struct config *a, const struct config *b)
     assert_int_equal(a->audit.settings_refresh_ms, b->audit.settings_refresh_ms);
     assert_int_equal(a->audit.partitions_ahead, b->audit.partitions_ahead);
     assert_int_equal(a->audit.map_cache_size, b->audit.map_cache_size);
+    assert_int_equal(a->audit.spool_max_bytes, b->audit.spool_max_bytes);
+    assert_int_equal(a->audit.spool_replay_rate, b->audit.spool_replay_rate);
+    assert_int_equal(a->audit.refusal_records_per_second, b->audit.refusal_records_per_second);
     assert_int_equal(a->nendpoints, 0);
     assert_int_equal(b->nendpoints, 0);
     assert_int_equal(a->nprocesses, 0);
@@ -1403,6 +1410,10 @@ static void test_gateway_conf_documents_defaults(void **state)
         "settings_refresh",
         "partitions_ahead",
         "map_cache_size",
+        "spool_dir",
+        "spool_max_bytes",
+        "spool_replay_rate",
+        "refusal_records_per_second",
         /* in the commented examples of named sections */
         "enabled",
         "tasks_enabled",
@@ -1444,10 +1455,11 @@ static void test_gateway_conf_documents_defaults(void **state)
         n += (size_t)sprintf(out + n, "%s\n", line);
     }
     /*
-     * Every key but client_id (set), ca_file, database and instance (no fixed default; examples
-     * only) and the keys of the named sections (examples in ";   " comments, test below).
+     * Every key but client_id (set), ca_file, database, instance and spool_dir (no fixed
+     * default; examples only) and the keys of the named sections (examples in ";   " comments,
+     * test below).
      */
-    assert_int_equal(uncommented_lines, 42);
+    assert_int_equal(uncommented_lines, 45);
 
     shipped = load_shipped("gateway.conf");
     uncommented = load_ok(out);
