@@ -468,19 +468,32 @@ bool audit_thread_flushed(const struct audit_thread *a)
 
 enum rec_state { REC_NEW, REC_LOOKUP, REC_WRITING, REC_COMMITTED, REC_FAILED };
 
+struct audit_rec;
+
+/* One record of the request: the request's own task action or FinishRun, or an item of a
+ * Return. */
+struct audit_item {
+    struct audit_rec *rec;
+    const struct payload_result *p;
+    unsigned index;
+    struct pgw_item *lookup;
+    struct lrec *l;
+    bool durable;
+    char process_key[IDMAP_KEY_MAX];
+    bool have_process;
+};
+
 struct audit_rec {
     struct gw_request *r;
     struct audit_thread *a;
     enum rec_state state;
-    struct pgw_item *lookup;
-    struct lrec *l;
+    struct audit_item *items;
+    size_t nitems, lookups, pending;
     struct event *timer; /* commit_timeout */
-    bool extended;       /* the timer ran out once and the record went to the spool */
-    bool maybe_written;  /* the record may be (or become) durable: an outcome is due */
-    bool appended;       /* the record went to the spool: so does its outcome */
+    bool extended;       /* the timer ran out once and the records went to the spool */
+    bool maybe_written;  /* a record may be (or become) durable: an outcome is due */
+    bool appended;       /* a record went to the spool: so does the outcome */
     uint64_t t_committed_ms;
-    char process_key[IDMAP_KEY_MAX];
-    bool have_process;
     /* outcome, read in the RESPONSE phase */
     bool have_answer;
     int succeeded; /* -1 unknown, 0, 1 */
@@ -490,6 +503,11 @@ struct audit_rec {
 static bool audited(const struct route *rt)
 {
     return rt && (rt->audit == ROUTE_AUDIT_FINISHRUN || rt->audit == ROUTE_AUDIT_TASK_ACTION);
+}
+
+static bool is_run(const struct gw_request *r)
+{
+    return r->match.route->audit == ROUTE_AUDIT_FINISHRUN;
 }
 
 static const char *task_action_of(const char *endpoint)
@@ -505,64 +523,81 @@ static const char *task_action_of(const char *endpoint)
     return NULL;
 }
 
-/* The audit record of R (accepted, or rejected with R's error), for process PK (NULL:
- * unknown). */
-static struct ledger_rec *audit_record(struct audit_thread *a, struct gw_request *r, bool accepted,
+/* The audit record of R: accepted for task action or FinishRun P (item INDEX) of process PK
+ * (NULL: unknown), or rejected with R's error (P NULL). */
+static struct ledger_rec *audit_record(struct audit_thread *a, struct gw_request *r,
+                                       const struct payload_result *p, unsigned index,
                                        const char *pk)
 {
     const struct config *cfg = a->ctx->cfg;
     const struct route *rt = r->match.route;
+    bool accepted = p != NULL;
     struct identity who;
     identity_from_authorization(request_header(r, "Authorization"), &who);
     struct kpi_settings st;
     bool from_table = false;
     bool have_settings =
         accepted && pk && ledger_settings_find(a->settings, cfg, pk, &st, &from_table);
+    if (!p && r->payload_valid && !r->items)
+        p = &r->payload; /* refused after validation (bounds): the overrides are known */
     struct ledger_audit_in in = {
-        .kind = rt->audit == ROUTE_AUDIT_FINISHRUN ? LEDGER_RUN : LEDGER_TASK,
+        .kind = is_run(r) ? LEDGER_RUN : LEDGER_TASK,
         .request_id = r->id,
         .received_wall_ms = r->t_wall_ms,
         .instance = cfg->audit.instance,
         .client_id = cfg->upstream.client_id,
         .who = &who,
         .source_addr = request_peer(r),
-        .have_id = r->payload_valid,
-        .id = r->payload.id,
+        .have_id = p != NULL,
+        .id = p ? p->id : 0,
         .process_key = pk,
-        .payload = r->payload_valid ? &r->payload : NULL,
+        .payload = p,
         .accepted = accepted,
         .reason_code = r->error_code,
         .reason_message = r->error_message[0] ? r->error_message : NULL,
-        .item = 0,
+        .item = index,
         .endpoint = rt->name,
-        .action = task_action_of(rt->name),
+        .action = p && p->action ? payload_action_name(p->action) : task_action_of(rt->name),
         .settings = have_settings ? &st : NULL,
         .settings_from_table = from_table,
     };
     return ledger_audit_record(&in);
 }
 
-static void rec_cancel(struct gw_request *r)
+/* Detach from every record: a timed-out or gone request waits for nothing; a record not yet
+ * sent anywhere is dropped (then it will never exist). */
+static void rec_detach(struct audit_rec *rec)
 {
-    struct audit_rec *rec = r->hook_data[REQUEST_PHASE_AUDIT];
-    if (rec->timer)
-        evtimer_del(rec->timer);
-    if (rec->lookup) {
-        pgw_item_cancel(rec->lookup);
-        rec->lookup = NULL;
-    }
-    if (rec->l) {
-        struct lrec *l = rec->l;
+    evtimer_del(rec->timer);
+    bool any_left = false;
+    for (size_t i = 0; i < rec->nitems; i++) {
+        struct audit_item *it = &rec->items[i];
+        if (it->lookup) {
+            pgw_item_cancel(it->lookup);
+            it->lookup = NULL;
+        }
+        struct lrec *l = it->l;
+        if (!l) {
+            any_left |= it->durable;
+            continue;
+        }
         l->notify = NULL;
-        rec->l = NULL;
-        rec->appended = l->appended;
-        /* not yet sent anywhere: no record at all */
+        it->l = NULL;
+        rec->appended |= l->appended;
         if (l->item && !l->in_spool && !l->spooled && !l->durable && pgw_item_cancel(l->item)) {
             l->item = NULL;
             lrec_release(l);
-            rec->maybe_written = false;
+        } else {
+            any_left = true;
         }
     }
+    if (rec->maybe_written && !any_left)
+        rec->maybe_written = false;
+}
+
+static void rec_cancel(struct gw_request *r)
+{
+    rec_detach(r->hook_data[REQUEST_PHASE_AUDIT]);
 }
 
 static void refuse_unavailable(struct gw_request *r, const char *code, const char *msg)
@@ -573,23 +608,28 @@ static void refuse_unavailable(struct gw_request *r, const char *code, const cha
     request_reply_refusal(r, 503, code, msg);
 }
 
-static void record_notify(void *arg, struct lrec *l, bool ok, const char *error)
+static void item_notify(void *arg, struct lrec *l, bool ok, const char *error)
 {
-    struct audit_rec *rec = arg;
+    struct audit_item *it = arg;
+    struct audit_rec *rec = it->rec;
     struct gw_request *r = rec->r;
-    evtimer_del(rec->timer);
-    rec->appended = l->appended;
-    rec->l = NULL; /* it may be freed once both ways are done with it */
+    rec->appended |= l->appended;
+    it->l = NULL; /* it may be freed once both ways are done with it */
+    it->durable = ok;
     if (!ok) {
         rec->state = REC_FAILED;
-        char id[100];
+        char why[200];
         log_error("audit record could not be made durable", "\"id\":\"%s\",\"error\":\"%s\"", r->id,
-                  log_json_escape(error ? error : "", id, sizeof(id)));
+                  log_json_escape(error ? error : "", why, sizeof(why)));
+        rec_detach(rec);
         refuse_unavailable(r, "audit.write_failed",
                            "the audit ledger could not record this request; nothing was "
                            "forwarded");
         return;
     }
+    if (--rec->pending > 0)
+        return;
+    evtimer_del(rec->timer);
     rec->state = REC_COMMITTED;
     rec->t_committed_ms = util_now_ms();
     request_resume(r);
@@ -599,83 +639,105 @@ static void commit_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct audit_rec *rec = arg;
     struct gw_request *r = rec->r;
-    /* With a spool: the record goes there too, and gets as long again to be synced. */
-    if (rec->state == REC_WRITING && !rec->extended && rec->l && lrec_to_spool(rec->l)) {
-        rec->extended = true;
-        rec->appended = true;
-        struct timeval tv = ms_tv(rec->a->ctx->cfg->audit.commit_timeout_ms);
-        evtimer_add(rec->timer, &tv);
-        return;
+    /* With a spool: the records go there too, and get as long again to be synced. */
+    if (rec->state == REC_WRITING && !rec->extended && rec->a->spool_w) {
+        bool all = true;
+        for (size_t i = 0; i < rec->nitems; i++)
+            if (rec->items[i].l)
+                all &= lrec_to_spool(rec->items[i].l);
+        if (all) {
+            rec->extended = true;
+            rec->appended = true;
+            struct timeval tv = ms_tv(rec->a->ctx->cfg->audit.commit_timeout_ms);
+            evtimer_add(rec->timer, &tv);
+            return;
+        }
     }
-    rec_cancel(r);
-    r->cancel = NULL;
+    rec_detach(rec);
     rec->state = REC_FAILED;
     refuse_unavailable(r, "audit.unavailable",
                        "the audit ledger could not record this request in time; nothing was "
                        "forwarded, try again");
 }
 
-static void write_record(struct audit_rec *rec)
+/* The process's own bounds for item IT, now that its process is known (the gateway-wide ones
+ * ran in policy). Returns the refusal code, with MSG filled, or NULL. */
+static const char *process_bounds(const struct config *cfg, const struct audit_item *it, bool many,
+                                  char *msg, size_t len)
+{
+    const char *pk = it->have_process ? it->process_key : NULL;
+    const struct config_process *cp = pk ? config_process_find(cfg, pk) : NULL;
+    const struct payload_result *p = it->p;
+    char item[32] = "";
+    if (many)
+        snprintf(item, sizeof(item), "item %u: ", it->index);
+    if (cp && cp->has_max_overwrite_seconds_saved && p->seconds_state == PAYLOAD_VALUE &&
+        (uint32_t)p->seconds > cp->max_overwrite_seconds_saved) {
+        snprintf(msg, len, "%soverwriteSecondsSaved %d is above the limit of %u for process %.100s",
+                 item, p->seconds, cp->max_overwrite_seconds_saved, pk);
+        return "policy.seconds_above_limit";
+    }
+    if (cp && cp->has_max_overwrite_entries && p->entries_state == PAYLOAD_VALUE &&
+        (uint32_t)p->entries > cp->max_overwrite_entries) {
+        snprintf(msg, len, "%soverwriteEntries %d is above the limit of %u for process %.100s",
+                 item, p->entries, cp->max_overwrite_entries, pk);
+        return "policy.entries_above_limit";
+    }
+    return NULL;
+}
+
+static void write_records(struct audit_rec *rec)
 {
     struct gw_request *r = rec->r;
     const struct config *cfg = rec->a->ctx->cfg;
-    const char *pk = rec->have_process ? rec->process_key : NULL;
-
-    /* The process's own bounds, now that it is known (the global ones ran in policy). */
-    const struct config_process *cp = pk ? config_process_find(cfg, pk) : NULL;
-    const char *code = NULL;
-    char msg[200];
-    if (cp && cp->has_max_overwrite_seconds_saved && r->payload.seconds_state == PAYLOAD_VALUE &&
-        (uint32_t)r->payload.seconds > cp->max_overwrite_seconds_saved) {
-        code = "policy.seconds_above_limit";
-        snprintf(msg, sizeof(msg),
-                 "overwriteSecondsSaved %d is above the limit of %u for process %.100s",
-                 r->payload.seconds, cp->max_overwrite_seconds_saved, pk);
-    } else if (cp && cp->has_max_overwrite_entries && r->payload.entries_state == PAYLOAD_VALUE &&
-               (uint32_t)r->payload.entries > cp->max_overwrite_entries) {
-        code = "policy.entries_above_limit";
-        snprintf(msg, sizeof(msg),
-                 "overwriteEntries %d is above the limit of %u for process %.100s",
-                 r->payload.entries, cp->max_overwrite_entries, pk);
-    }
-    if (code) {
-        evtimer_del(rec->timer);
-        r->cancel = NULL;
-        STAT_INC(r->ctx->stats, refusals);
-        request_reply_refusal(r, 422, code, msg);
-        return;
+    char msg[240];
+    for (size_t i = 0; i < rec->nitems; i++) {
+        const char *code = process_bounds(cfg, &rec->items[i], r->items != NULL, msg, sizeof(msg));
+        if (code) {
+            evtimer_del(rec->timer);
+            r->cancel = NULL;
+            STAT_INC(r->ctx->stats, refusals);
+            request_reply_refusal(r, 422, code, msg);
+            return;
+        }
     }
     rec->state = REC_WRITING;
     rec->maybe_written = true;
-    rec->l =
-        ledger_write(rec->a, audit_record(rec->a, r, true, pk), SPOOL_GATE, record_notify, rec);
-    if (!rec->l) {
-        evtimer_del(rec->timer);
-        rec->maybe_written = false;
+    rec->pending = rec->nitems;
+    for (size_t i = 0; i < rec->nitems; i++) {
+        struct audit_item *it = &rec->items[i];
+        it->l = ledger_write(
+            rec->a,
+            audit_record(rec->a, r, it->p, it->index, it->have_process ? it->process_key : NULL),
+            SPOOL_GATE, item_notify, it);
+        if (it->l)
+            continue;
         rec->state = REC_FAILED;
+        rec_detach(rec);
         bool full = rec->a->spool_w != NULL;
         refuse_unavailable(r, full ? "audit.spool_full" : "audit.queue_full",
                            full ? "the audit database is unavailable and the local spool is "
                                   "full; nothing was forwarded, try again later"
                                 : "the audit ledger is backed up; nothing was forwarded");
+        return;
     }
 }
 
 static void lookup_done(void *arg, enum pgw_status st, const PGresult *res, const char *error)
 {
-    struct audit_rec *rec = arg;
-    rec->lookup = NULL;
+    struct audit_item *it = arg;
+    struct audit_rec *rec = it->rec;
+    it->lookup = NULL;
     if (st == PGW_OK && res && PQntuples(res) == 1) {
-        util_copy_text(rec->process_key, sizeof(rec->process_key), PQgetvalue(res, 0, 0));
-        rec->have_process = true;
-        struct idmap *m =
-            rec->r->match.route->audit == ROUTE_AUDIT_FINISHRUN ? &rec->a->runs : &rec->a->tasks;
-        idmap_put(m, rec->r->payload.id, rec->process_key);
+        util_copy_text(it->process_key, sizeof(it->process_key), PQgetvalue(res, 0, 0));
+        it->have_process = true;
+        idmap_put(is_run(rec->r) ? &rec->a->runs : &rec->a->tasks, it->p->id, it->process_key);
     } else if (st == PGW_FAILED) {
         log_warn("process lookup failed; recording the process as unknown",
                  "\"id\":\"%s\",\"error\":\"%s\"", rec->r->id, error ? error : "");
     }
-    write_record(rec);
+    if (--rec->lookups == 0)
+        write_records(rec);
 }
 
 static enum request_next audit_phase(struct gw_request *r)
@@ -686,16 +748,22 @@ static enum request_next audit_phase(struct gw_request *r)
     /* The response phase reads the answers of audited and learning endpoints whole. */
     if (r->match.route->audit != ROUTE_AUDIT_COUNT_ONLY)
         r->buffer_response = true;
-    if (!audited(r->match.route) || !r->payload_valid)
+    size_t n = r->items ? r->nitems : 1;
+    if (!audited(r->match.route) || !r->payload_valid || n == 0)
         return REQUEST_NEXT;
     struct audit_rec *rec = calloc(1, sizeof(*rec));
-    if (!rec) {
+    struct audit_item *items = calloc(n, sizeof(*items));
+    if (!rec || !items) {
+        free(rec);
+        free(items);
         request_reply_refusal(r, 503, "internal.no_memory", "out of memory");
         return REQUEST_DONE;
     }
     rec->r = r;
     rec->a = a;
     rec->succeeded = -1;
+    rec->items = items;
+    rec->nitems = n;
     r->hook_data[REQUEST_PHASE_AUDIT] = rec;
     rec->timer = evtimer_new(r->ctx->base, commit_timeout_cb, rec);
     if (!rec->timer) {
@@ -706,25 +774,33 @@ static enum request_next audit_phase(struct gw_request *r)
     evtimer_add(rec->timer, &tv);
     r->cancel = rec_cancel;
 
-    bool is_run = r->match.route->audit == ROUTE_AUDIT_FINISHRUN;
-    const char *pk = idmap_get(is_run ? &a->runs : &a->tasks, r->payload.id);
-    if (pk) {
-        util_copy_text(rec->process_key, sizeof(rec->process_key), pk);
-        rec->have_process = true;
-    } else if (db_healthy(a)) {
+    struct idmap *cache = is_run(r) ? &a->runs : &a->tasks;
+    bool ask = db_healthy(a);
+    rec->lookups = 1; /* until every lookup is asked: none may complete the set early */
+    for (size_t i = 0; i < n; i++) {
+        struct audit_item *it = &items[i];
+        it->rec = rec;
+        it->index = (unsigned)i;
+        it->p = r->items ? &r->items[i] : &r->payload;
+        const char *pk = idmap_get(cache, it->p->id);
+        if (pk) {
+            util_copy_text(it->process_key, sizeof(it->process_key), pk);
+            it->have_process = true;
+            continue;
+        }
+        if (!ask)
+            continue; /* the database cannot be asked now: the replay values it later */
         char id[24];
-        snprintf(id, sizeof(id), "%" PRId64, r->payload.id);
+        snprintf(id, sizeof(id), "%" PRId64, it->p->id);
         const char *v[1] = {id};
-        rec->state = REC_LOOKUP;
-        rec->lookup =
-            pgw_submit(a->db, is_run ? LST_LOOKUP_RUN : LST_LOOKUP_TASK, v, lookup_done, rec);
-        if (rec->lookup)
-            return REQUEST_AGAIN;
+        it->lookup =
+            pgw_submit(a->db, is_run(r) ? LST_LOOKUP_RUN : LST_LOOKUP_TASK, v, lookup_done, it);
+        if (it->lookup)
+            rec->lookups++;
     }
-    /* known from the cache, or the database cannot be asked now: the replay values records of
-     * unknown processes again */
-    write_record(rec);
-    /* write_record may already have replied (bounds, no room) - then the request is gone. */
+    rec->state = REC_LOOKUP;
+    if (--rec->lookups == 0)
+        write_records(rec); /* may reply at once (bounds, no room): then R is gone */
     return REQUEST_AGAIN;
 }
 
@@ -1027,8 +1103,10 @@ static void record_refusal(struct audit_thread *a, struct gw_request *r, struct 
     }
     if (a->refusal_tokens > 0) {
         a->refusal_tokens--;
-        const char *pk = rec && rec->have_process ? rec->process_key : NULL;
-        if (ledger_write(a, audit_record(a, r, false, pk), SPOOL_OTHER, NULL, NULL))
+        const char *pk = rec && rec->nitems == 1 && rec->items[0].have_process
+                             ? rec->items[0].process_key
+                             : NULL;
+        if (ledger_write(a, audit_record(a, r, NULL, 0, pk), SPOOL_OTHER, NULL, NULL))
             return;
         /* no room anywhere: at least count it */
     }
@@ -1055,8 +1133,10 @@ static void audit_done(struct gw_request *r)
     struct audit_thread *a = r->ctx->audit;
     struct audit_rec *rec = r->hook_data[REQUEST_PHASE_AUDIT];
     if (a && r->match.route && audited(r->match.route)) {
+        if (rec)
+            rec_detach(rec); /* notes whether a record went to the spool */
         if (rec && rec->maybe_written) {
-            write_outcome(a, r, rec, rec->l ? rec->l->appended : rec->appended);
+            write_outcome(a, r, rec, rec->appended);
         } else if (r->error_code && (!rec || rec->state != REC_FAILED)) {
             /* refused before a record was written: record the refusal with its reason */
             record_refusal(a, r, rec);
@@ -1071,12 +1151,10 @@ static void audit_done(struct gw_request *r)
         r->hook_data[REQUEST_PHASE_RESPONSE] = NULL;
     }
     if (rec) {
-        if (rec->lookup)
-            pgw_item_cancel(rec->lookup);
-        if (rec->l)
-            rec->l->notify = NULL;
+        rec_detach(rec);
         if (rec->timer)
             event_free(rec->timer);
+        free(rec->items);
         free(rec);
         r->hook_data[REQUEST_PHASE_AUDIT] = NULL;
     }

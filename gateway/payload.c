@@ -795,12 +795,13 @@ int payload_json_check(const char *text, size_t len, size_t max_depth, unsigned 
 /* ------------------------------------------------------------------------------------------ */
 /* Keys of the top-level object                                                               */
 
-enum field { F_ID, F_SECONDS, F_ENTRIES, F_REASON, F_COMMENT, F_ACTIVATION, F_COUNT };
+enum field { F_ID, F_SECONDS, F_ENTRIES, F_REASON, F_COMMENT, F_ACTIVATION, F_ACTION, F_COUNT };
 
 static const char *field_name(enum payload_kind kind, int f)
 {
     static const char *const names[F_COUNT] = {
-        NULL, "overwriteSecondsSaved", "overwriteEntries", "reason", "comment", "activationDate",
+        NULL,      "overwriteSecondsSaved", "overwriteEntries", "reason",
+        "comment", "activationDate",        "action",
     };
     if (f == F_ID)
         return kind == PAYLOAD_FINISHRUN ? "runId" : "taskId";
@@ -810,9 +811,10 @@ static const char *field_name(enum payload_kind kind, int f)
 /* Fields each kind interprets; keys other than these are forwarded without a look. */
 static int field_count(enum payload_kind kind)
 {
-    return kind == PAYLOAD_FINISHRUN     ? F_REASON
-           : kind == PAYLOAD_TASK_ACTION ? F_ACTIVATION
-                                         : F_COUNT;
+    return kind == PAYLOAD_FINISHRUN           ? F_REASON
+           : kind == PAYLOAD_TASK_ACTION       ? F_ACTIVATION
+           : kind == PAYLOAD_RETRY_TASK_ACTION ? F_ACTION
+                                               : F_COUNT;
 }
 
 /*
@@ -1230,6 +1232,43 @@ static int check_activation_date(struct ctx *c, const struct member *m)
                 key_text(m, key, sizeof key), describe_value(m, val, sizeof val));
 }
 
+const char *payload_action_name(enum payload_action a)
+{
+    static const char *const names[] = {NULL, "Solved", "Manual", "Retry", "Error"};
+    return (unsigned)a < sizeof(names) / sizeof(names[0]) ? names[a] : NULL;
+}
+
+/* A Return item's action: one of the four names as a JSON string, ASCII case ignored (.NET
+ * binds enum names case-insensitively; numbers, which it might also bind, are refused). */
+static int check_action(struct ctx *c, const struct member *m)
+{
+    char key[80], val[64];
+    if (!m || m->val_type == VT_NULL)
+        return fail(c->err, "task.action_missing", 422, m ? val_offset(c, m) : ERR_NONE,
+                    "action is required: one of Solved, Manual, Retry, Error");
+    if (m->val_type == VT_STRING) {
+        char name[16];
+        size_t n = 0;
+        struct str_iter it;
+        str_iter_init(&it, m->val + 1, m->val_len >= 2 ? m->val_len - 2 : 0);
+        long ch;
+        while ((ch = str_next(&it)) >= 0 && n < sizeof(name) - 1)
+            name[n++] = (char)(ch < 0x80 ? ch : '?');
+        name[n] = '\0';
+        if (ch < 0) {
+            for (int a = PAYLOAD_ACTION_SOLVED; a <= PAYLOAD_ACTION_ERROR; a++) {
+                if (ascii_ieq(name, payload_action_name((enum payload_action)a))) {
+                    c->res->action = (enum payload_action)a;
+                    return 0;
+                }
+            }
+        }
+    }
+    return fail(c->err, "task.action_invalid", 422, val_offset(c, m),
+                "%s must be one of \"Solved\", \"Manual\", \"Retry\", \"Error\", got %s",
+                key_text(m, key, sizeof key), describe_value(m, val, sizeof val));
+}
+
 static int check_fields(struct ctx *c, const struct member *m, size_t n)
 {
     const struct member *slot[F_COUNT] = {NULL};
@@ -1275,6 +1314,8 @@ static int check_fields(struct ctx *c, const struct member *m, size_t n)
         return -1;
     if (c->kind == PAYLOAD_RETRY_TASK_ACTION)
         return check_activation_date(c, slot[F_ACTIVATION]);
+    if (c->kind == PAYLOAD_RETURN_ITEM)
+        return check_activation_date(c, slot[F_ACTIVATION]) || check_action(c, slot[F_ACTION]);
     return 0;
 }
 
@@ -1312,7 +1353,7 @@ int payload_validate(enum payload_kind kind, const char *body, size_t len,
     if (result)
         memset(result, 0, sizeof *result);
     if (kind != PAYLOAD_FINISHRUN && kind != PAYLOAD_TASK_ACTION &&
-        kind != PAYLOAD_RETRY_TASK_ACTION)
+        kind != PAYLOAD_RETRY_TASK_ACTION && kind != PAYLOAD_RETURN_ITEM)
         return fail(err, "internal.bad_argument", 500, ERR_NONE, "unknown payload kind %d",
                     (int)kind);
     if (!body && len)
@@ -1339,4 +1380,94 @@ int payload_validate(enum payload_kind kind, const char *body, size_t len,
     if (rc == 0 && result)
         *result = res;
     return rc;
+}
+
+/* ---- Return: an array of items ---- */
+
+/* End (one past) of the JSON object starting at S[POS] == '{' (the text is valid JSON). */
+static size_t object_end(const unsigned char *s, size_t len, size_t pos)
+{
+    size_t depth = 0;
+    bool in_str = false;
+    for (; pos < len; pos++) {
+        unsigned char c = s[pos];
+        if (in_str) {
+            if (c == '\\')
+                pos++;
+            else if (c == '"')
+                in_str = false;
+        } else if (c == '"') {
+            in_str = true;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            if (--depth == 0)
+                return pos + 1;
+        }
+    }
+    return len;
+}
+
+int payload_validate_return(const char *body, size_t len, const struct payload_options *opts,
+                            size_t max_items, struct payload_result **items, size_t *nitems,
+                            struct payload_error *err)
+{
+    *items = NULL;
+    *nitems = 0;
+    if (!err)
+        return -1;
+    if (!body && len)
+        return fail(err, "internal.bad_argument", 500, ERR_NONE, "no body buffer");
+    if (payload_json_check(body ? body : "", len, opts ? opts->max_depth : 0,
+                           PAYLOAD_JSON_REJECT_DUPLICATES, err) != 0)
+        return -1;
+    const unsigned char *s = (const unsigned char *)body;
+    size_t pos = 0;
+    while (pos < len && (s[pos] == ' ' || s[pos] == '\t' || s[pos] == '\n' || s[pos] == '\r'))
+        pos++;
+    if (pos >= len || s[pos] != '[')
+        return fail(err, "json.not_array", 400, pos,
+                    "the body must be a JSON array of task actions");
+    pos++;
+    struct payload_result *out = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        while (pos < len && (s[pos] == ' ' || s[pos] == '\t' || s[pos] == '\n' || s[pos] == '\r' ||
+                             s[pos] == ','))
+            pos++;
+        if (pos >= len || s[pos] == ']')
+            break;
+        if (n >= max_items) {
+            free(out);
+            return fail(err, "task.too_many_items", 422, pos,
+                        "a Return may carry at most %zu task actions", max_items);
+        }
+        if (s[pos] != '{') {
+            free(out);
+            return fail(err, "task.item_not_object", 422, pos,
+                        "item %zu at byte %zu: each task action must be a JSON object", n, pos);
+        }
+        size_t end = object_end(s, len, pos);
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 8;
+            struct payload_result *no = realloc(out, sizeof(*no) * ncap);
+            if (!no) {
+                free(out);
+                return fail(err, "internal.no_memory", 503, ERR_NONE, "out of memory");
+            }
+            out = no;
+            cap = ncap;
+        }
+        struct payload_error e;
+        if (payload_validate(PAYLOAD_RETURN_ITEM, body + pos, end - pos, opts, &out[n], &e) != 0) {
+            free(out);
+            return fail(err, e.code, e.status, e.offset == ERR_NONE ? pos : pos + e.offset,
+                        "item %zu: %s", n, e.message);
+        }
+        n++;
+        pos = end;
+    }
+    *items = out;
+    *nitems = n;
+    return 0;
 }

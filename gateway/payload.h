@@ -61,6 +61,12 @@
  * | task.comment_not_string         | 422    | comment neither a string nor null (task actions)  |
  * | task.activation_date_invalid    | 422    | Retry: activationDate neither null nor an         |
  * |                                 |        | ISO-8601 date or date-time string                 |
+ * | task.action_missing             | 422    | Return item without action, or action null        |
+ * | task.action_invalid             | 422    | Return item action not one of the strings Solved, |
+ * |                                 |        | Manual, Retry, Error (ASCII case ignored)         |
+ * | json.not_array                  | 400    | Return: the top-level value is not an array       |
+ * | task.item_not_object            | 422    | Return: an array element is not an object         |
+ * | task.too_many_items             | 422    | Return: more items than the gateway accepts       |
  * | internal.no_memory              | 503    | out of memory while validating (retryable)        |
  * | internal.bad_argument           | 500    | caller bug: NULL body with len > 0, unknown kind  |
  *
@@ -81,6 +87,16 @@ enum payload_kind {
     PAYLOAD_FINISHRUN,         /* FinishRun: runId, errors "finishrun.*" */
     PAYLOAD_TASK_ACTION,       /* Solved, Manual, Error (+Async): taskId, errors "task.*" */
     PAYLOAD_RETRY_TASK_ACTION, /* Retry, RetryAsync: TASK_ACTION + activationDate */
+    PAYLOAD_RETURN_ITEM,       /* one item of Return: RETRY_TASK_ACTION + action */
+};
+
+/* A Return item's action. */
+enum payload_action {
+    PAYLOAD_ACTION_NONE,
+    PAYLOAD_ACTION_SOLVED,
+    PAYLOAD_ACTION_MANUAL,
+    PAYLOAD_ACTION_RETRY,
+    PAYLOAD_ACTION_ERROR
 };
 
 #define PAYLOAD_DEFAULT_MAX_DEPTH 64
@@ -115,7 +131,12 @@ struct payload_result {
     /* Retry only: activationDate, unescaped and NUL-terminated when PAYLOAD_VALUE. */
     enum payload_presence activation_date_state;
     char activation_date[PAYLOAD_DATE_MAX + 1];
+    /* Return items only: */
+    enum payload_action action;
 };
+
+/* "Solved", "Manual", "Retry", "Error", or NULL for PAYLOAD_ACTION_NONE. Static. */
+const char *payload_action_name(enum payload_action a);
 
 struct payload_error {
     const char *code; /* static, stable string from the table above; NULL on success */
@@ -148,6 +169,17 @@ struct payload_error {
 int payload_validate(enum payload_kind kind, const char *body, size_t len,
                      const struct payload_options *opts, struct payload_result *result,
                      struct payload_error *err);
+
+/*
+ * Validate the body of POST /api/Return: a JSON array (strict JSON as above, duplicate keys
+ * refused at every level) whose every element is a Return item (PAYLOAD_RETURN_ITEM: a Retry
+ * task action plus "action"). On success *ITEMS is a malloc'd array of *NITEMS results, in array
+ * order (NULL for an empty array); the caller frees it. An invalid item refuses the whole body:
+ * ERR's message starts with "item N: " and its offset is into BODY. At most MAX_ITEMS items.
+ */
+int payload_validate_return(const char *body, size_t len, const struct payload_options *opts,
+                            size_t max_items, struct payload_result **items, size_t *nitems,
+                            struct payload_error *err);
 
 /* Flags for payload_json_check. */
 #define PAYLOAD_JSON_REJECT_DUPLICATES 0x1u /* json.duplicate_key, at every level */

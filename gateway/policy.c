@@ -26,13 +26,16 @@
 #include "request.h"
 #include "stats.h"
 
+/* Task actions one Return may carry (each becomes a ledger row before it is forwarded). */
+#define POLICY_MAX_RETURN_ITEMS 1000
+
 /* Status and code of a refusal the error table already defines, so both stay in one place. */
 #define ERR(e) errors_info(e)->status, errors_info(e)->code
 
 static bool validated(const struct route *rt)
 {
     return rt->body == ROUTE_BODY_FINISHRUN || rt->body == ROUTE_BODY_TASK_ACTION ||
-           rt->body == ROUTE_BODY_RETRY_ACTION;
+           rt->body == ROUTE_BODY_RETRY_ACTION || rt->body == ROUTE_BODY_RETURN;
 }
 
 static enum payload_kind kind_of(const struct route *rt)
@@ -199,18 +202,32 @@ static enum request_next policy_body(struct gw_request *r)
                       rt->name);
     struct payload_options opts = {.numeric_string_ids = cfg->policy.numeric_string_ids};
     struct payload_error perr;
-    if (payload_validate(kind_of(rt), r->body.data, r->body.len, &opts, &r->payload, &perr) != 0)
+    if (rt->body == ROUTE_BODY_RETURN) {
+        if (payload_validate_return(r->body.data, r->body.len, &opts, POLICY_MAX_RETURN_ITEMS,
+                                    &r->items, &r->nitems, &perr) != 0)
+            return refuse(r, perr.status, perr.code, "%s", perr.message);
+    } else if (payload_validate(kind_of(rt), r->body.data, r->body.len, &opts, &r->payload,
+                                &perr) != 0) {
         return refuse(r, perr.status, perr.code, "%s", perr.message);
-    if (r->payload.seconds_state == PAYLOAD_VALUE &&
-        (uint32_t)r->payload.seconds > cfg->policy.max_overwrite_seconds_saved)
-        return refuse(r, 422, "policy.seconds_above_limit",
-                      "overwriteSecondsSaved %d is above this gateway's limit of %u",
-                      r->payload.seconds, cfg->policy.max_overwrite_seconds_saved);
-    if (r->payload.entries_state == PAYLOAD_VALUE &&
-        (uint32_t)r->payload.entries > cfg->policy.max_overwrite_entries)
-        return refuse(r, 422, "policy.entries_above_limit",
-                      "overwriteEntries %d is above this gateway's limit of %u", r->payload.entries,
-                      cfg->policy.max_overwrite_entries);
+    }
+    /* The gateway's own bounds, for every task action of a Return (the first refused) */
+    size_t n = rt->body == ROUTE_BODY_RETURN ? r->nitems : 1;
+    for (size_t i = 0; i < n; i++) {
+        const struct payload_result *p = rt->body == ROUTE_BODY_RETURN ? &r->items[i] : &r->payload;
+        char item[32] = "";
+        if (rt->body == ROUTE_BODY_RETURN)
+            snprintf(item, sizeof(item), "item %zu: ", i);
+        if (p->seconds_state == PAYLOAD_VALUE &&
+            (uint32_t)p->seconds > cfg->policy.max_overwrite_seconds_saved)
+            return refuse(r, 422, "policy.seconds_above_limit",
+                          "%soverwriteSecondsSaved %d is above this gateway's limit of %u", item,
+                          p->seconds, cfg->policy.max_overwrite_seconds_saved);
+        if (p->entries_state == PAYLOAD_VALUE &&
+            (uint32_t)p->entries > cfg->policy.max_overwrite_entries)
+            return refuse(r, 422, "policy.entries_above_limit",
+                          "%soverwriteEntries %d is above this gateway's limit of %u", item,
+                          p->entries, cfg->policy.max_overwrite_entries);
+    }
     r->payload_valid = true;
     return REQUEST_NEXT;
 }

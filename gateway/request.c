@@ -236,6 +236,7 @@ static void request_finish(struct gw_request *r)
     bytes_free(&r->body);
     bytes_free(&r->up_head);
     bytes_free(&r->reply_head);
+    free(r->items);
     free(r);
 }
 

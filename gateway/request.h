@@ -101,7 +101,9 @@ struct gw_request {
     bool close;           /* send Connection: close */
     char *path;           /* canonical path (router_canonical_path), in the request's block */
     bool payload_valid;
-    struct payload_result payload;
+    struct payload_result payload; /* FinishRun, single task actions */
+    struct payload_result *items;  /* Return: its task actions (malloc'd), nitems of them */
+    size_t nitems;
     char error_message[256];
     size_t bytes_in, bytes_out;
     /* Pipeline. */

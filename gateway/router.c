@@ -68,8 +68,8 @@ static const struct route table[] = {
      ROUTE_BODY_RETRY_ACTION, ROUTE_AUDIT_TASK_ACTION},
     {"ErrorAsync", "/api/ErrorAsync", POST, "POST", false, ROUTE_UPSTREAM_API,
      ROUTE_BODY_TASK_ACTION, ROUTE_AUDIT_TASK_ACTION},
-    {"Return", "/api/Return", POST, "POST", false, ROUTE_UPSTREAM_API, ROUTE_BODY_JSON,
-     ROUTE_AUDIT_COUNT_ONLY},
+    {"Return", "/api/Return", POST, "POST", false, ROUTE_UPSTREAM_API, ROUTE_BODY_RETURN,
+     ROUTE_AUDIT_TASK_ACTION},
 };
 
 /* Anything else under /api/: forwarded unchanged (the allow-list of endpoints is policy). */

@@ -18,13 +18,14 @@ enum route_upstream { ROUTE_UPSTREAM_API = 0, ROUTE_UPSTREAM_AUTH = 1 };
 
 /* What the body of a request to this endpoint must be (enforced by the policy phase). */
 enum route_body {
-    ROUTE_BODY_NONE,        /* GET endpoints */
-    ROUTE_BODY_ANY,         /* forwarded as is */
-    ROUTE_BODY_FORM,        /* token endpoint */
-    ROUTE_BODY_JSON,        /* any JSON (CreateTask, UpdateTask, ...) */
-    ROUTE_BODY_FINISHRUN,   /* FinishRun contract */
-    ROUTE_BODY_TASK_ACTION, /* Solved, Manual, Error (+Async) */
-    ROUTE_BODY_RETRY_ACTION /* Retry (+Async) */
+    ROUTE_BODY_NONE,         /* GET endpoints */
+    ROUTE_BODY_ANY,          /* forwarded as is */
+    ROUTE_BODY_FORM,         /* token endpoint */
+    ROUTE_BODY_JSON,         /* any JSON (CreateTask, UpdateTask, ...) */
+    ROUTE_BODY_FINISHRUN,    /* FinishRun contract */
+    ROUTE_BODY_TASK_ACTION,  /* Solved, Manual, Error (+Async) */
+    ROUTE_BODY_RETRY_ACTION, /* Retry (+Async) */
+    ROUTE_BODY_RETURN        /* Return: an array of task actions, each with its action */
 };
 
 /* What the audit phase does with a request or its answer. */

@@ -235,6 +235,33 @@ class PgCluster:
         start() recovers from WAL on the same port. Use it to simulate a database outage."""
         self._signal(signal.SIGQUIT)
 
+    def _tree(self):
+        """The postmaster and its children (backends, writers)."""
+        pid = self.proc.pid
+        pids = [pid]
+        try:
+            with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+                pids += [int(p) for p in f.read().split()]
+        except OSError:
+            pass
+        return pids
+
+    def freeze(self):
+        """SIGSTOP the server and every backend: connections stay open, statements and commits
+        hang (a frozen database, not a failing one) until thaw()."""
+        for p in self._tree():
+            try:
+                os.kill(p, signal.SIGSTOP)
+            except OSError:
+                pass
+
+    def thaw(self):
+        for p in reversed(self._tree()):
+            try:
+                os.kill(p, signal.SIGCONT)
+            except OSError:
+                pass
+
     def restart(self):
         self.stop()
         return self.start()

@@ -283,6 +283,42 @@ class AuditTest(GatewayTest):
         self.assertEqual(view, [["finishrun.runid_not_integer", "1"],
                                 ["task.taskid_missing", "1"]])
 
+    def test_return_records_every_item_and_refuses_a_bad_one_whole(self):
+        gw = self.audit_gateway()
+        self.call(gw, "POST", "/api/CreateTasks/tasks/", [{"k": 1}, {"k": 2}, {"k": 3}])
+        ids = [self.call(gw, "GET", "/api/TakeNext/tasks/")[2]["taskId"] for _ in range(3)]
+        # one bad item (an unknown action): nothing forwarded, one rejected row
+        bad = [{"taskId": ids[0], "action": "Solved"}, {"taskId": ids[1], "action": "Done"}]
+        s, h, ans = self.call(gw, "POST", "/api/Return/", bad)
+        self.assertEqual((s, ans["error"]), (422, "task.action_invalid"))
+        self.assertIn("item 1", ans["message"])
+        self.assertEqual([r for r in self.mock.requests() if "Return" in r["path"]], [])
+        rows = self.wait_rows("select decision, reason_code, item, endpoint from "
+                              "task_action_audit where request_id = '%s'" % h["x-request-id"],
+                              1, "the rejection")
+        self.assertEqual(rows, [["rejected", "task.action_invalid", "0", "Return"]])
+        # three valid items, each with its own action and overrides: three rows, each valued
+        # as Anymate values it
+        items = [{"taskId": ids[0], "action": "Solved", "overwriteSecondsSaved": 100},
+                 {"taskId": ids[1], "action": "Manual", "overwriteEntries": 2},
+                 {"taskId": ids[2], "action": "Retry", "activationDate": "2030-01-01"}]
+        s, h, ans = self.call(gw, "POST", "/api/Return/", items)
+        self.assertEqual((s, ans["succeeded"]), (200, True), ans)
+        rows = self.wait_rows("select item, task_id, action, endpoint, process_key, kpi_rule, "
+                              "kpi_entries, kpi_seconds_saved from task_action_audit where "
+                              "request_id = '%s' order by item" % h["x-request-id"], 3,
+                              "three item rows")
+        self.assertEqual(rows, [
+            ["0", str(ids[0]), "Solved", "Return", "tasks", "override_seconds", None, "100"],
+            ["1", str(ids[1]), "Manual", "Return", "tasks", "override_entries", "2", "30"],
+            ["2", str(ids[2]), "Retry", "Return", "tasks", "defaults", None, "30"]])
+        ledger = [r for r in self.mock.control("GET", "/_mock/ledger", ca=self.ca_.cert)
+                  if r.get("requestId") == h["x-request-id"]]
+        self.assertEqual(sorted((r["item"], r["entries"], r["secondsSaved"]) for r in ledger),
+                         [(0, None, 100), (1, 2, 30), (2, None, 30)])
+        self.wait_rows("select 1 from audit_outcome where request_id = '%s'" %
+                       h["x-request-id"], 1, "one outcome for the request")
+
     def test_per_process_override_bounds(self):
         gw = self.audit_gateway(extra_sections='[process "runs"]\n'
                                                'max_overwrite_seconds_saved = 600\n')

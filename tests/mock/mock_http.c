@@ -443,6 +443,9 @@ static void api_endpoint(struct exchange *ex, const struct mock_endpoint *ep, co
         }
     }
     int status = 200;
+    mock_state_set_request_id(
+        ex->srv->state,
+        evhttp_find_header(evhttp_request_get_input_headers(ex->req), "X-Request-Id"));
     json_t *res = mock_state_call(ex->srv->state, ep, key, body, time(NULL), &status);
     reply_json(ex, status, res);
 free_body:

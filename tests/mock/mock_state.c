@@ -115,6 +115,8 @@ struct mock_state {
     size_t nruns, runs_cap;
     json_t *ledger; /* owned array */
     long long ledger_seq;
+    char request_id[128]; /* X-Request-Id of the request being served ("" if none) */
+    long long item;       /* index of the Return item being applied (0 otherwise) */
 };
 
 /* ---- settings ------------------------------------------------------------------------ */
@@ -515,6 +517,9 @@ static void kpi_record(struct mock_state *st, const char *kind, long long id,
     json_object_set_new(row, "overwriteEntries", opt_int(in->has_entries, in->entries));
     json_object_set_new(row, "overwriteSecondsSaved", opt_int(in->has_seconds, in->seconds));
     json_object_set_new(row, "perTask", json_boolean(per_task));
+    json_object_set_new(row, "requestId",
+                        st->request_id[0] ? json_string(st->request_id) : json_null());
+    json_object_set_new(row, "item", json_integer(st->item));
     json_array_append_new(st->ledger, row);
 }
 
@@ -920,7 +925,9 @@ static json_t *op_return(struct mock_state *st, const json_t *body, time_t now, 
             ok = false;
             snprintf(err, sizeof(err), "action must be Solved, Manual, Retry or Error");
         } else {
+            st->item = (long long)i;
             ok = apply_action(st, &args[i], args[i].action, "Return", now, err, sizeof(err));
+            st->item = 0;
         }
         if (!ok) {
             all_ok = false;
@@ -933,6 +940,12 @@ static json_t *op_return(struct mock_state *st, const json_t *body, time_t now, 
     }
     free(args);
     return mock_response(all_ok, "%s", msg);
+}
+
+void mock_state_set_request_id(struct mock_state *st, const char *id)
+{
+    snprintf(st->request_id, sizeof(st->request_id), "%s", id ? id : "");
+    st->item = 0;
 }
 
 json_t *mock_state_call(struct mock_state *st, const struct mock_endpoint *ep, const char *key,

@@ -73,12 +73,18 @@ int mock_state_configure(struct mock_state *st, const json_t *spec, char *err, s
  * the parsed request body (borrowed; of the kind ep->body says, NULL for GET). Sets *status
  * (200, or 400 for a body of the right JSON kind whose fields have wrong types) and returns the
  * response body, a new reference; NULL only when out of memory. */
+/* The X-Request-Id of the request the next mock_state_call serves (NULL: none); the ledger's
+ * rows carry it as "requestId" (and "item", the index of a Return item), so tests can match
+ * each row to the request that caused it. */
+void mock_state_set_request_id(struct mock_state *st, const char *id);
+
 json_t *mock_state_call(struct mock_state *st, const struct mock_endpoint *ep, const char *key,
                         json_t *body, time_t now, int *status);
 
 /* The KPI ledger: an array the state owns (borrowed reference). Each row: {"seq", "kind": "run" |
  * "task", "id", "processKey", "action", "endpoint", "runId", "entries": n | null, "secondsSaved",
- * "overwriteEntries", "overwriteSecondsSaved", "perTask"}; the rules are in mock_state.c. */
+ * "overwriteEntries", "overwriteSecondsSaved", "perTask", "requestId", "item"}; the rules are in
+ * mock_state.c. */
 json_t *mock_state_ledger(const struct mock_state *st);
 void mock_state_clear_ledger(struct mock_state *st);
 

@@ -59,6 +59,11 @@ static const char *const all_codes[] = {
     "task.reason_not_string",
     "task.comment_not_string",
     "task.activation_date_invalid",
+    "task.action_missing",
+    "task.action_invalid",
+    "json.not_array",
+    "task.item_not_object",
+    "task.too_many_items",
     "internal.no_memory", /* not produced: would need allocation fault injection */
     "internal.bad_argument",
 };
@@ -1092,6 +1097,91 @@ static void test_jsontestsuite(void **state)
 
 /* ------------------------------------------------------------------------------------------ */
 
+/* Return: an array of task actions, each with its action; one bad item refuses them all. */
+static void test_return(void **state)
+{
+    (void)state;
+    struct payload_result *items;
+    size_t n;
+    struct payload_error e;
+    const char *ok = "[{\"taskId\": 7, \"action\": \"Solved\", \"overwriteEntries\": 3},"
+                     " {\"TaskId\": 8, \"ACTION\": \"retry\", \"activationDate\": \"2030-01-01\","
+                     " \"reason\": null, \"nested\": {\"a\": [1, {\"b\": \"}]\"}]}},"
+                     " {\"taskId\": 9, \"action\": \"Manual\", \"overwriteSecondsSaved\": 0},"
+                     " {\"taskId\": 10, \"action\": \"Error\"}]";
+    assert_int_equal(payload_validate_return(ok, strlen(ok), NULL, 10, &items, &n, &e), 0);
+    assert_int_equal(n, 4);
+    assert_int_equal(items[0].id, 7);
+    assert_int_equal(items[0].action, PAYLOAD_ACTION_SOLVED);
+    assert_int_equal(items[0].entries_state, VAL);
+    assert_int_equal(items[0].entries, 3);
+    assert_int_equal(items[1].id, 8);
+    assert_int_equal(items[1].action, PAYLOAD_ACTION_RETRY);
+    assert_int_equal(items[1].activation_date_state, VAL);
+    assert_int_equal(items[2].action, PAYLOAD_ACTION_MANUAL);
+    assert_int_equal(items[2].seconds_state, VAL);
+    assert_int_equal(items[3].action, PAYLOAD_ACTION_ERROR);
+    assert_string_equal(payload_action_name(items[3].action), "Error");
+    free(items);
+    /* empty: nothing to record, nothing refused */
+    assert_int_equal(payload_validate_return(" [ ] ", 5, NULL, 10, &items, &n, &e), 0);
+    assert_int_equal(n, 0);
+    assert_null(items);
+
+    static const struct {
+        const char *body, *code, *msg;
+    } bad[] = {
+        {"{\"taskId\": 1, \"action\": \"Solved\"}", "json.not_array", "array"},
+        {"[{\"taskId\": 1, \"action\": \"Solved\"}, 5]", "task.item_not_object", "item 1"},
+        {"[{\"taskId\": 1}]", "task.action_missing", "item 0: action is required"},
+        {"[{\"taskId\": 1, \"action\": null}]", "task.action_missing", "item 0"},
+        {"[{\"taskId\": 1, \"action\": \"Done\"}]", "task.action_invalid", "item 0"},
+        {"[{\"taskId\": 1, \"action\": 0}]", "task.action_invalid", "got 0"},
+        {"[{\"taskId\": 1, \"action\": \"Solvedxxxxxxxxxxxxxxx\"}]", "task.action_invalid",
+         "item 0"},
+        {"[{\"taskId\": 1, \"action\": \"Solved\"}, {\"action\": \"Solved\"}]",
+         "task.taskid_missing", "item 1: "},
+        {"[{\"taskId\": 1, \"action\": \"Retry\", \"activationDate\": \"soon\"}]",
+         "task.activation_date_invalid", "item 0"},
+        {"[{\"taskId\": 1, \"action\": \"Solved\", \"overwriteEntries\": -1}]",
+         "kpi.entries_out_of_range", "item 0"},
+        {"[{\"taskId\": 1, \"action\": \"Solved\", \"TASKID\": 2}]", "json.duplicate_key", NULL},
+        {"[{\"taskId\": 1, \"action\": \"Solved\"},]", "json.syntax", NULL},
+        {"[1,2,3,4,5,6,7,8,9,10,11]", "task.item_not_object", "item 0"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int rc =
+            payload_validate_return(bad[i].body, strlen(bad[i].body), NULL, 10, &items, &n, &e);
+        check_error_shape(rc, &e);
+        if (strcmp(e.code, bad[i].code) != 0)
+            fail_msg("%s: %s, expected %s (%s)", bad[i].body, e.code, bad[i].code, e.message);
+        if (bad[i].msg && !strstr(e.message, bad[i].msg))
+            fail_msg("%s: message '%s' lacks '%s'", bad[i].body, e.message, bad[i].msg);
+        assert_null(items);
+        assert_int_equal(n, 0);
+    }
+    /* the offset points into the whole body: at the second item's bad value */
+    const char *b =
+        "[{\"taskId\": 1, \"action\": \"Solved\"}, {\"taskId\": \"x\", \"action\": \"Solved\"}]";
+    assert_int_equal(payload_validate_return(b, strlen(b), NULL, 10, &items, &n, &e), -1);
+    assert_string_equal(e.code, "task.taskid_not_integer");
+    assert_int_equal(e.offset, (size_t)(strstr(b, "\"x\"") - b));
+    /* the item bound */
+    char many[2048] = "[";
+    for (int i = 0; i < 11; i++)
+        snprintf(many + strlen(many), sizeof(many) - strlen(many),
+                 "%s{\"taskId\": %d, "
+                 "\"action\": \"Solved\"}",
+                 i ? "," : "", i + 1);
+    strcat(many, "]");
+    int rc = payload_validate_return(many, strlen(many), NULL, 10, &items, &n, &e);
+    check_error_shape(rc, &e);
+    assert_string_equal(e.code, "task.too_many_items");
+    assert_int_equal(payload_validate_return(many, strlen(many), NULL, 11, &items, &n, &e), 0);
+    assert_int_equal(n, 11);
+    free(items);
+}
+
 /* Every documented code is produced by some test, and payload.h's table lists them all. */
 static void test_every_code_exercised(void **state)
 {
@@ -1135,13 +1225,10 @@ int main(void)
 {
     size_t np = sizeof pcases / sizeof pcases[0], nj = sizeof jcases / sizeof jcases[0];
     static const struct CMUnitTest fixed[] = {
-        cmocka_unit_test(test_depth_64_ok_65_refused),
-        cmocka_unit_test(test_deep_nesting_100000),
-        cmocka_unit_test(test_depth_limit_clamp),
-        cmocka_unit_test(test_many_keys),
-        cmocka_unit_test(test_long_names_in_messages),
-        cmocka_unit_test(test_api_edges),
-        cmocka_unit_test(test_jsontestsuite),
+        cmocka_unit_test(test_depth_64_ok_65_refused), cmocka_unit_test(test_deep_nesting_100000),
+        cmocka_unit_test(test_depth_limit_clamp),      cmocka_unit_test(test_many_keys),
+        cmocka_unit_test(test_long_names_in_messages), cmocka_unit_test(test_api_edges),
+        cmocka_unit_test(test_jsontestsuite),          cmocka_unit_test(test_return),
         cmocka_unit_test(test_every_code_exercised), /* last: counts what the others produced */
     };
     size_t nf = sizeof fixed / sizeof fixed[0];
