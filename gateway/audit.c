@@ -775,7 +775,9 @@ static enum request_next audit_phase(struct gw_request *r)
     r->cancel = rec_cancel;
 
     struct idmap *cache = is_run(r) ? &a->runs : &a->tasks;
-    bool ask = db_healthy(a);
+    /* Without a spool the record waits for the database anyway, and so may its lookup; with
+     * one, a database that cannot answer in time is not asked (the replay values it later). */
+    bool ask = db_healthy(a) || !a->spool_w;
     rec->lookups = 1; /* until every lookup is asked: none may complete the set early */
     for (size_t i = 0; i < n; i++) {
         struct audit_item *it = &items[i];
