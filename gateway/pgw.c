@@ -92,6 +92,7 @@ struct pgw {
     bool batch_open; /* a batch was sent; its Sync result is awaited */
     uint64_t batch_sent_ms;
     bool logged_down;
+    bool addrs_logged;
     bool freeing;
 };
 
@@ -406,6 +407,14 @@ static void connect_with_params(struct pgw *p)
         if (count == 0) {
             set_state_backoff(p, "no address of the database host could be resolved");
             return;
+        }
+        if (p->logged_down || !p->addrs_logged) {
+            char h[sizeof(p->host_list) + 64], a[sizeof(p->addr_list) + 64];
+            log_info("audit database addresses, tried in order",
+                     "\"conn\":\"%s\",\"hosts\":\"%s\",\"addresses\":\"%s\"", p->opt.name,
+                     log_json_escape(p->host_list, h, sizeof(h)),
+                     log_json_escape(p->addr_list, a, sizeof(a)));
+            p->addrs_logged = true;
         }
         keys[n] = "host";
         vals[n++] = p->host_list;
@@ -733,6 +742,9 @@ static void socket_cb(evutil_socket_t fd, short what, void *arg)
     struct pgw *p = arg;
     if (p->state == ST_CONNECTING) {
         PostgresPollingStatusType ps = PQconnectPoll(p->conn);
+        /* With several hosts libpq closes a failed socket and opens the next one, which may
+         * get the same descriptor number: watch it afresh every time while connecting. */
+        unwatch(p);
         switch (ps) {
         case PGRES_POLLING_READING:
             watch(p, EV_READ);

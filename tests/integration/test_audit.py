@@ -319,6 +319,24 @@ class AuditTest(GatewayTest):
         self.wait_rows("select 1 from audit_outcome where request_id = '%s'" %
                        h["x-request-id"], 1, "one outcome for the request")
 
+    def test_database_host_list_every_address_is_tried(self):
+        """host= lists two hosts: an address where nothing listens (refused at once) and a name
+        that resolves (with evdns, off the loop) to the server; the gateway gets there."""
+        self.conninfo = ("host=127.0.0.2,localhost port=%d dbname=%s user=postgres "
+                         "connect_timeout=2" % (self.pg.port, self.db))
+        gw = self.audit_gateway()
+        lines = gw.proc.find("audit database addresses, tried in order")
+        self.assertTrue(lines)
+        addrs = lines[0]["addresses"].split(",")
+        self.assertEqual(addrs[0], "127.0.0.2")
+        self.assertIn("127.0.0.1", addrs[1:])
+        self.assertEqual(lines[0]["hosts"].split(",")[0], "127.0.0.2")
+        s, _, run = self.call(gw, "GET", "/api/StartOrGetRun/runs/")
+        s, h, ans = self.call(gw, "POST", "/api/FinishRun/", {"runId": run["runId"]})
+        self.assertEqual(s, 200)
+        self.wait_rows("select 1 from finishrun_audit where request_id = '%s'" %
+                       h["x-request-id"], 1, "the record")
+
     def test_per_process_override_bounds(self):
         gw = self.audit_gateway(extra_sections='[process "runs"]\n'
                                                'max_overwrite_seconds_saved = 600\n')

@@ -1631,6 +1631,63 @@ static void test_audit_values(void **state)
     config_unref(cfg);
 }
 
+static void test_audit_spool_dir(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/gwcfg-spool-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char text[1024], file[600];
+    /* an existing directory, and one to be made (its parent exists) */
+    snprintf(text, sizeof(text),
+             "[audit]\ndatabase = host=db\nspool_dir = %s\nspool_max_bytes = 2m\n"
+             "spool_replay_rate = 0\nrefusal_records_per_second = 0\n"
+             "[upstream]\nclient_id = acme\n",
+             dir);
+    struct config *cfg = load_ok(text);
+    assert_string_equal(cfg->audit.spool_dir, dir);
+    assert_int_equal(cfg->audit.spool_max_bytes, 2 * 1024 * 1024);
+    assert_int_equal(cfg->audit.spool_replay_rate, 0);
+    assert_int_equal(cfg->audit.refusal_records_per_second, 0);
+    config_unref(cfg);
+    snprintf(text, sizeof(text),
+             "[audit]\ndatabase = host=db\nspool_dir = %s/new\n[upstream]\nclient_id = acme\n",
+             dir);
+    cfg = load_ok(text);
+    config_unref(cfg);
+
+    struct config_errors errs = {0};
+    /* a file, not a directory */
+    snprintf(file, sizeof(file), "%s/f", dir);
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fclose(f);
+    snprintf(text, sizeof(text),
+             "[audit]\ndatabase = host=db\nspool_dir = %s\n[upstream]\nclient_id = acme\n", file);
+    load_fail(text, &errs);
+    expect_msg(&errs, 0, "t.conf:3: [audit] spool_dir:");
+    expect_msg(&errs, 0, "exists and is not a directory");
+    config_errors_free(&errs);
+    /* neither it nor its parent */
+    snprintf(text, sizeof(text),
+             "[audit]\ndatabase = host=db\nspool_dir = %s/a/b\n[upstream]\nclient_id = acme\n",
+             dir);
+    load_fail(text, &errs);
+    expect_msg(&errs, 0, "neither it nor its parent directory exists");
+    config_errors_free(&errs);
+    /* a spool needs a database */
+    snprintf(text, sizeof(text), "[audit]\nspool_dir = %s\n[upstream]\nclient_id = acme\n", dir);
+    load_fail(text, &errs);
+    expect_msg(&errs, 0, "t.conf:2: [audit] spool_dir: set without [audit] database");
+    config_errors_free(&errs);
+    /* the size's bounds */
+    load_fail("[audit]\ndatabase = host=db\nspool_max_bytes = 100k\n[upstream]\nclient_id = a\n",
+              &errs);
+    expect_msg(&errs, 0, "[audit] spool_max_bytes");
+    config_errors_free(&errs);
+    unlink(file);
+    rmdir(dir);
+}
+
 static void test_audit_instance(void **state)
 {
     char host[256], text[512], name[130];
@@ -2226,6 +2283,7 @@ int main(void)
         cmocka_unit_test(test_validated_body_size_limit),
         cmocka_unit_test(test_audit_values),
         cmocka_unit_test(test_audit_instance),
+        cmocka_unit_test(test_audit_spool_dir),
         cmocka_unit_test(test_audit_database_not_shown),
         cmocka_unit_test(test_long_line_split),
         cmocka_unit_test(test_endpoint_sections),
