@@ -8,6 +8,13 @@
  * thread (release); each side reads the other's index with acquire. The logging thread polls
  * the rings, sleeping longer while they stay empty (1 ms up to 20 ms), so a worker never makes
  * a system call to log. A full ring drops the line.
+ *
+ * One writer at a time. A thread without a ring (the main thread, the spool's and the replay's
+ * threads, any thread started before the logging thread) writes its line itself. The logging
+ * thread writes batches of up to 64 KiB, and a pipe keeps only writes of PIPE_BUF bytes or less
+ * whole, so both take out_mu around their writes: a direct line never lands inside a batch
+ * (found when a replay thread's line, written in the middle of a batch of access lines, made
+ * both unreadable).
  */
 #include "log.h"
 
@@ -42,6 +49,7 @@ static pthread_t logger;
 static atomic_bool logger_on, logger_stop;
 static atomic_ullong dropped_total;
 static _Thread_local struct logq *my_queue;
+static pthread_mutex_t out_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static void ring_put(struct logq *q, size_t at, const void *p, size_t n)
 {
@@ -72,15 +80,17 @@ static bool enqueue(struct logq *q, const char *line, size_t len)
 
 static void write_all(const char *p, size_t len)
 {
+    pthread_mutex_lock(&out_mu);
     while (len > 0) {
         ssize_t w = write(STDERR_FILENO, p, len);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
-            return;
+            break;
         p += w;
         len -= (size_t)w;
     }
+    pthread_mutex_unlock(&out_mu);
 }
 
 /* Move what the rings hold to stderr; returns the bytes written. */
@@ -109,7 +119,8 @@ static size_t drain(void)
             atomic_store_explicit(&q->tail, tail, memory_order_release);
         }
     }
-    write_all(batch, used);
+    if (used > 0)
+        write_all(batch, used);
     return total + used;
 }
 
@@ -270,15 +281,7 @@ void log_msg(int level, const char *msg, const char *fields, ...)
         }
         return;
     }
-
-    const char *p = line;
-    while (len > 0) {
-        ssize_t w = write(STDERR_FILENO, p, len);
-        if (w <= 0)
-            return;
-        p += w;
-        len -= (size_t)w;
-    }
+    write_all(line, len);
 }
 
 char *log_json_escape(const char *s, char *buf, size_t size)

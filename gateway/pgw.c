@@ -442,6 +442,7 @@ static void connect_with_params(struct pgw *p)
         conn_error(p, "cannot start connecting");
         return;
     }
+    pgw_log_notices(p->conn, p->opt.name);
     p->state = ST_CONNECTING;
     /* PQconnectStart leaves the first step to PQconnectPoll, which wants writability. */
     p->fd = -1;
@@ -1036,4 +1037,21 @@ void pgw_free(struct pgw *p)
     if (p->parsed)
         PQconninfoFree(p->parsed);
     free(p);
+}
+
+static void on_notice(void *arg, const PGresult *res)
+{
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    char e1[64], e2[600], e3[128];
+    log_warn("audit database message", "\"severity\":\"%s\",\"message\":\"%s\",\"who\":\"%s\"",
+             log_json_escape(sev ? sev : "?", e1, sizeof(e1)),
+             log_json_escape(msg ? msg : "", e2, sizeof(e2)),
+             log_json_escape(arg ? (const char *)arg : "", e3, sizeof(e3)));
+}
+
+void pgw_log_notices(PGconn *conn, const char *who)
+{
+    if (conn)
+        PQsetNoticeReceiver(conn, on_notice, (void *)who);
 }

@@ -134,4 +134,8 @@ size_t pgw_queued(const struct pgw *p);
  */
 char *pgw_array_literal(const char *const *values, size_t n);
 
+/* Route CONN's server messages (warnings; notices are filtered out below WARNING) to the JSON
+ * log instead of libpq's default, a raw line on stderr. WHO names the connection's owner. */
+void pgw_log_notices(PGconn *conn, const char *who);
+
 #endif

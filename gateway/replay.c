@@ -98,6 +98,7 @@ static PGconn *connect_polling(struct replay *r)
     PGconn *c = PQconnectStart(r->conninfo);
     if (!c || PQstatus(c) == CONNECTION_BAD)
         return c;
+    pgw_log_notices(c, "spool replay");
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
     uint64_t deadline = util_now_ms() + 10000;
     while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {

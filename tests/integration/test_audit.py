@@ -267,6 +267,22 @@ class AuditTest(GatewayTest):
                               "f.request_id = '%s'" % h["x-request-id"], 1, "outcome")
         self.assertEqual(rows, [[None, "unknown_process", None, "f", "t"]])
 
+    def test_database_warnings_are_json_log_lines(self):
+        """A server WARNING on the ledger's connection (here from an analyst's trigger) is a
+        JSON log line, not libpq's raw text on stderr."""
+        gw = self.audit_gateway()
+        self.sql("create function gw_test_warn() returns trigger language plpgsql as $$ "
+                 "begin raise warning 'trigger says %', new.run_id; return null; end $$; "
+                 "create trigger gw_test_warn after insert on finishrun_audit "
+                 "for each row execute function gw_test_warn();")
+        s, _, _ = self.call(gw, "POST", "/api/FinishRun/", {"runId": 4242})
+        self.assertEqual(s, 200)
+        lines = wait_for(lambda: gw.proc.find("audit database message"), what="the warning")
+        self.assertEqual(lines[0]["severity"], "WARNING")
+        self.assertEqual(lines[0]["message"], "trigger says 4242")
+        self.assertFalse([ln for ln in gw.proc.lines if "trigger says" in ln and
+                          not ln.startswith("{")])
+
     def test_refused_payloads_are_recorded_with_their_reason(self):
         gw = self.audit_gateway()
         s, h, _ = self.call(gw, "POST", "/api/FinishRun/", {"runId": "12"})
