@@ -126,14 +126,17 @@ run: deps
 asan:
 	@$(MAKE) --no-print-directory BUILD=build-asan SAN=1 test
 
-# Benchmarks, not tests: FinishRun through the gateway (ledger on and off) against nginx in
-# front of the mock; then the HTTP layer against nginx and HAProxy in front of a fast static
-# upstream (plain and TLS, 1 and 2 workers, RSS per idle connection). Each in one run.
+# Benchmarks, not tests: FinishRun through the gateway (ledger on, ledger spooling while its
+# database is frozen, ledger off) against nginx in front of the mock; then the HTTP layer
+# against nginx and HAProxy in front of a fast static upstream (plain and TLS, 1 and 2 workers,
+# RSS per idle connection); then the ledger's cost in front of the fast upstream (runs learned
+# through the gateway, and unknown runs), with PostgreSQL CPU per ledger row. Each in one run.
 BENCH_SECONDS ?= 5
 bench: deps
 	@$(MAKE) --no-print-directory all
 	$(PYTHON) tests/bench/finishrun.py --build $(BUILD) --seconds $(BENCH_SECONDS)
 	$(PYTHON) tests/bench/passthrough.py --build $(BUILD) --seconds $(BENCH_SECONDS)
+	$(PYTHON) tests/bench/ledger.py --build $(BUILD) --seconds $(BENCH_SECONDS)
 
 # libFuzzer targets: clang, ASan + UBSan, each run for FUZZ_SECONDS on a corpus under build-fuzz/.
 FUZZ_CFLAGS = -fsanitize=fuzzer-no-link,address,undefined

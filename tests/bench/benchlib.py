@@ -1,5 +1,6 @@
 """What the benchmarks share: installing a tool on demand, one wrk run (its Lua script prints a
 RESULT line from wrk's summary), medians."""
+import json
 import os
 import re
 import shutil
@@ -38,3 +39,44 @@ def wrk(url, script, seconds, conns):
 def median(xs):
     xs = sorted(xs)
     return xs[len(xs) // 2]
+
+
+class FrozenDatabase:
+    """A PostgreSQL cluster of its own for a spooling gateway: migrated while it runs, then
+    frozen (SIGSTOP: connections stay open, commits hang) while the gateway is measured, so
+    every record goes to the spool the way it does when a real database stalls."""
+
+    def __init__(self, pg):
+        self.cluster = pg.PgCluster()
+        self.cluster.start()
+        self.conninfo = self.cluster.conninfo + " connect_timeout=2"
+        self.frozen = False
+
+    def audit_section(self, spool_dir):
+        return ("[audit]\ndatabase = %s\nauto_migrate = on\nspool_dir = %s\n"
+                "spool_max_bytes = 16g\n" % (self.conninfo, spool_dir))
+
+    def freeze(self):
+        self.cluster.freeze()
+        self.frozen = True
+
+    def cleanup(self):
+        if self.frozen:
+            self.cluster.thaw()
+        self.cluster.cleanup()
+
+
+def spool_counters(gw):
+    """The spool's counters from the gateway's /readyz."""
+    c = json.loads(gw.admin("GET", "/readyz")[2])["checks"]["audit_ledger"]["counters"]
+    return c["spool"]
+
+
+def warm_until_spooling(gw, url, script, conns, tries=10):
+    """Short runs until the gateway writes to the spool (commit_timeout has passed once and
+    the database is known to stall), so measured runs see the steady state."""
+    for _ in range(tries):
+        wrk(url, script, 1, conns)
+        if spool_counters(gw)["in_use"]:
+            return
+    raise RuntimeError("the spooling gateway never started spooling")

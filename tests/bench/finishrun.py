@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Benchmark (not a test): FinishRun throughput and latency through anymate-gateway with the
 KPI ledger on, side by side with nginx as a plain TLS reverse proxy (no auditing) in front of
-the same mock Anymate, in one run, on loopback. Prints a table and the ratios.
+the same mock Anymate, in one run, on loopback. Prints a table and the ratios. One more
+gateway has its own database frozen (SIGSTOP) while it is measured: its records go to the
+spool ([audit] spool_dir), as they do while a real database stalls.
 
     make bench                      # or: python3 tests/bench/finishrun.py --seconds 10
 
@@ -24,7 +26,8 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
 import harness  # noqa: E402
-from benchlib import WRK_DONE, median, need, wrk  # noqa: E402
+from benchlib import (WRK_DONE, FrozenDatabase, median, need, spool_counters,  # noqa: E402
+                      warm_until_spooling, wrk)
 import pg  # noqa: E402
 
 WRK_LUA = """
@@ -83,6 +86,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="gwbench-")
     procs = []
     cluster = None
+    frozen = None
     try:
         ca = harness.TestCA(tmp)
         cert, key = ca.issue("mock")
@@ -94,10 +98,15 @@ def main():
         cluster.start()
         conninfo = "host=127.0.0.1 port=%d dbname=gateway user=postgres" % cluster.port
 
-        def gateway(name, audit):
+        frozen = FrozenDatabase(pg)
+
+        def gateway(name, audit, spool=False):
             d = os.path.join(tmp, name)
             os.mkdir(d)
             extra = "[audit]\ndatabase = %s\nauto_migrate = on\n" % conninfo if audit else ""
+            if spool:
+                os.mkdir(os.path.join(d, "spool"))
+                extra = frozen.audit_section(os.path.join(d, "spool"))
             extra += "[log]\naccess_log = off\n"  # nginx logs nothing either
             gw = harness.Gateway(d, mock_url, ca_file=ca.cert, threads=args.threads,
                                  extra_sections=extra)
@@ -107,8 +116,10 @@ def main():
 
         gw_plain = gateway("gw-plain", False)
         gw_audit = gateway("gw-audit", True)
-        harness.wait_for(lambda: json.loads(gw_audit.admin("GET", "/readyz")[2])["checks"]
-                         ["audit_ledger"]["connected"], what="audit ledger")
+        gw_spool = gateway("gw-spool", True, spool=True)
+        for g in (gw_audit, gw_spool):
+            harness.wait_for(lambda: json.loads(g.admin("GET", "/readyz")[2])["checks"]
+                             ["audit_ledger"]["connected"], what="audit ledger")
         # a token from the mock, through the gateway
         body = "client_id=acme&client_secret=s&grant_type=password&username=bench&password=pw"
         s, _, data = gw_plain.request("POST", "/connect/token", body=body, headers={
@@ -118,6 +129,10 @@ def main():
         s, _, data = gw_audit.request("GET", "/api/StartOrGetRun/bench/", headers={
             "Authorization": "Bearer " + token})
         run_id = json.loads(data)["runId"]
+        # the spooling gateway learns the same run while its database still answers
+        s, _, data = gw_spool.request("GET", "/api/StartOrGetRun/bench/", headers={
+            "Authorization": "Bearer " + token})
+        assert json.loads(data)["runId"] == run_id, data
         script = os.path.join(tmp, "finishrun.lua")
         with open(script, "w") as f:
             f.write(WRK_LUA % (run_id, token) + WRK_DONE)
@@ -141,9 +156,14 @@ def main():
              "http://127.0.0.1:%d/api/FinishRun/" % gw_plain.port),
             ("gateway -> mock (ledger on)",
              "http://127.0.0.1:%d/api/FinishRun/" % gw_audit.port),
+            ("gateway -> mock (spooling)",
+             "http://127.0.0.1:%d/api/FinishRun/" % gw_spool.port),
         ]
         for name, url in targets:
             wrk(url, script, 2, args.connections)  # warm-up: pools, TLS sessions
+        frozen.freeze()
+        warm_until_spooling(gw_spool, targets[4][1], script, args.connections)
+        spool0 = spool_counters(gw_spool)
         rounds = []
         for _ in range(args.rounds):
             rounds.append([wrk(url, script, args.seconds, args.connections)
@@ -151,6 +171,7 @@ def main():
         ngx.terminate()
         ngx.wait(10)
         rows = int(cluster.psql("select count(*) from finishrun_audit")[0][0])
+        spool1 = spool_counters(gw_spool)
 
         print("\nFinishRun, %d connections, %d rounds of %ds per configuration (medians), %d "
               "gateway threads / nginx workers, all processes on the same 2 cores\n" % (
@@ -163,13 +184,19 @@ def main():
                 name, median([c["rps"] for c in col]), median([c["p50"] for c in col]),
                 median([c["p99"] for c in col]), max(c["max"] for c in col),
                 sum(c["errors"] for c in col)))
-        for i in (2, 3):
+        for i in (2, 3, 4):
             tput = [r[i]["rps"] / r[1]["rps"] for r in rounds]
             p99 = [r[i]["p99"] / r[1]["p99"] for r in rounds]
             print("ratio %-26s throughput %.2fx nginx (rounds: %s), p99 latency %.2fx nginx" % (
                 targets[i][0], median(tput), " ".join("%.2f" % t for t in tput), median(p99)))
         print("audit rows written: %d" % rows)
+        n = spool1["appended"] - spool0["appended"]
+        print("spooled while frozen: %d rows in %d fdatasyncs, %.0f bytes per row on disk" % (
+            n, spool1["syncs"] - spool0["syncs"],
+            (spool1["bytes"] - spool0["bytes"]) / max(n, 1)))
     finally:
+        if frozen and frozen.frozen:
+            frozen.cluster.thaw()
         for p in reversed(procs):
             try:
                 p.close()
@@ -177,6 +204,8 @@ def main():
                 pass
         if cluster:
             cluster.cleanup()
+        if frozen:
+            frozen.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -14,10 +14,17 @@ Traffic, per configuration (wrk, one thread, 32 keep-alive connections):
   unknown   FinishRun only, every one for a runId nobody learned: the gateway looks the run up
             in the database, finds nothing and records the process as unknown.
 
-Reported: req/s, p50, p99 per configuration and workload; the ratios to nginx; and PostgreSQL's
+Configurations: nginx (no auditing), the gateway with the ledger off, the gateway with the
+ledger on (PostgreSQL up), and the gateway with the ledger on while its database is frozen
+(a cluster of its own, SIGSTOPped: commits hang), so that every record, outcome and learned map
+goes to the spool ([audit] spool_dir, fdatasync'ed, group-committed) before the request is
+forwarded: what bots get while the database stalls.
+
+Reported: req/s, p50, p99 per configuration and workload; the ratios to nginx; PostgreSQL's
 CPU time (user + system of the postmaster and all its children, from /proc) per ledger row
-written (records + outcomes + runId maps). The test cluster runs with fsync off (pg.py), so
-commit latency here is CPU, not disk.
+written (records + outcomes + runId maps); for the spooling gateway the spool's rows, syncs and
+bytes per row (from /readyz). The test cluster runs with fsync off (pg.py), so commit latency
+here is CPU, not disk; the spool's fdatasync is real (the file system of --spool-dir).
 Needs nginx and wrk (Debian packages; installed on demand when run as root) and PostgreSQL.
 """
 import argparse
@@ -35,7 +42,8 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
 import harness  # noqa: E402
-from benchlib import WRK_DONE, median, need, wrk  # noqa: E402
+from benchlib import (WRK_DONE, FrozenDatabase, median, need, spool_counters,  # noqa: E402
+                      warm_until_spooling, wrk)
 import pg  # noqa: E402
 
 
@@ -161,6 +169,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1, help="gateway threads = nginx workers")
+    ap.add_argument("--only", default=None, metavar="SUBSTRING",
+                    help="measure only the configurations whose name contains SUBSTRING (and "
+                    "nginx, the baseline); e.g. 'ledger on' while perf records the gateway")
+    ap.add_argument("--spool-dir", default=None,
+                    help="where the spooling gateway's spool lives (default: a temporary "
+                    "directory; its file system decides what fdatasync costs)")
     args = ap.parse_args()
     os.environ["GW_BUILD"] = os.path.abspath(args.build)
     harness.BUILD = os.environ["GW_BUILD"]
@@ -170,6 +184,8 @@ def main():
     tmp = tempfile.mkdtemp(prefix="gwbench-ledger-")
     procs = []
     cluster = None
+    spool_dir = None
+    frozen = None
     try:
         up_port = pg.free_port()
         with open(os.path.join(tmp, "up.conf"), "w") as f:
@@ -188,12 +204,17 @@ def main():
         cluster.start()
         url = "http://127.0.0.1:%d" % up_port
 
-        def gateway(name, audit):
+        spool_dir = tempfile.mkdtemp(prefix="gwbench-spool-", dir=args.spool_dir)
+        frozen = FrozenDatabase(pg)
+
+        def gateway(name, audit, spool=False):
             d = os.path.join(tmp, name)
             os.mkdir(d)
             extra = ""
-            if audit:
+            if audit and not spool:
                 extra = "[audit]\ndatabase = %s\nauto_migrate = on\n" % cluster.conninfo
+            elif spool:
+                extra = frozen.audit_section(spool_dir)
             extra += "[log]\naccess_log = off\n"
             gw = harness.Gateway(d, url, threads=args.threads, extra_sections=extra,
                                  server_extra="client_timeout = 300s")
@@ -203,11 +224,15 @@ def main():
 
         gw_plain = gateway("gw-plain", False)
         gw_audit = gateway("gw-audit", True)
+        gw_spool = gateway("gw-spool", True, spool=True)
+        harness.wait_for(lambda: json.loads(gw_spool.admin("GET", "/readyz")[2])["checks"]
+                         ["audit_ledger"]["connected"], what="the spooling gateway's ledger")
         harness.wait_for(lambda: json.loads(gw_audit.admin("GET", "/readyz")[2])["checks"]
                          ["audit_ledger"]["connected"], what="audit ledger")
-        cluster.psql("insert into process_kpi_settings (process_key, tasks_enabled, "
-                     "seconds_per_run, seconds_per_task, advanced_mode, default_entries, "
-                     "seconds_per_entry) values ('bench', false, 60, 30, false, 0, 0)")
+        for c in (cluster, frozen.cluster):
+            c.psql("insert into process_kpi_settings (process_key, tasks_enabled, "
+                   "seconds_per_run, seconds_per_task, advanced_mode, default_entries, "
+                   "seconds_per_entry) values ('bench', false, 60, 30, false, 0, 0)")
 
         scripts = {}
         for name, lua in (("learned", LEARNED_LUA), ("unknown", UNKNOWN_LUA)):
@@ -216,12 +241,19 @@ def main():
                 f.write(lua % dict(token=TOKEN, start=int(time.time()) * 1000) + WRK_DONE)
             scripts[name] = path
         targets = [("nginx (no audit)", ngx_port), ("gateway, ledger off", gw_plain.port),
-                   ("gateway, ledger on", gw_audit.port)]
+                   ("gateway, ledger on", gw_audit.port),
+                   ("gateway, spooling", gw_spool.port)]
+        if args.only:
+            targets = [t for t in targets if t[1] == ngx_port or args.only in t[0]]
         for _, port in targets:
             wrk("http://127.0.0.1:%d" % port, scripts["learned"], 2, args.connections)
+        frozen.freeze()
+        warm_until_spooling(gw_spool, "http://127.0.0.1:%d" % gw_spool.port, scripts["learned"],
+                            args.connections)
 
         results = {}  # (workload, target) -> [rounds]
         cpu = {}      # workload -> (pg cpu seconds, rows) during the ledger-on runs
+        spooled = {}  # workload -> [rows appended, syncs, bytes] during the spooling runs
         for rnd in range(args.rounds):
             for wl in ("learned", "unknown"):
                 for i in range(len(targets)):
@@ -229,6 +261,8 @@ def main():
                     audited = port == gw_audit.port
                     if audited:
                         c0, r0 = pg_cpu_seconds(cluster), ledger_rows(cluster)
+                    if port == gw_spool.port:
+                        s0 = spool_counters(gw_spool)
                     r = wrk("http://127.0.0.1:%d" % port, scripts[wl], args.seconds,
                             args.connections)
                     if audited:
@@ -237,6 +271,13 @@ def main():
                         acc = cpu.setdefault(wl, [0.0, 0])
                         acc[0] += c1 - c0
                         acc[1] += r1 - r0
+                    if port == gw_spool.port:
+                        time.sleep(0.2)  # the last group commit
+                        s1 = spool_counters(gw_spool)
+                        acc = spooled.setdefault(wl, [0, 0, 0])
+                        acc[0] += s1["appended"] - s0["appended"]
+                        acc[1] += s1["syncs"] - s0["syncs"]
+                        acc[2] += s1["bytes"] - s0["bytes"]
                     results.setdefault((wl, name), []).append(r)
 
         print("\nLedger benchmark: wrk 1 thread, %d connections, %d rounds of %ds per "
@@ -258,14 +299,22 @@ def main():
                     "", name, median([g["rps"] / n["rps"] for g, n in zip(rs, base)]),
                     " ".join("%.2f" % (g["rps"] / n["rps"]) for g, n in zip(rs, base)),
                     median([g["p99"] / n["p99"] for g, n in zip(rs, base)])))
-            secs, rows = cpu[wl]
-            print("%-9s PostgreSQL CPU per ledger row: %.1f us (%.2f s for %d rows)\n" % (
-                "", secs * 1e6 / max(rows, 1), secs, rows))
+            secs, rows = cpu.get(wl, (0.0, 0))
+            if rows:
+                print("%-9s PostgreSQL CPU per ledger row: %.1f us (%.2f s for %d rows)" % (
+                    "", secs * 1e6 / max(rows, 1), secs, rows))
+            n, syncs, nbytes = spooled.get(wl, (0, 0, 0))
+            if n:
+                print("%-9s spool: %d rows in %d fdatasyncs (%.1f rows per sync), %.0f bytes per "
+                      "row on disk" % ("", n, syncs, n / max(syncs, 1), nbytes / max(n, 1)))
+            print()
         ngx.terminate()
         up.terminate()
         ngx.wait(10)
         up.wait(10)
     finally:
+        if frozen and frozen.frozen:
+            frozen.cluster.thaw()  # the spooling gateway stops without waiting on it
         for p in reversed(procs):
             try:
                 p.close()
@@ -273,7 +322,11 @@ def main():
                 pass
         if cluster:
             cluster.cleanup()
+        if frozen:
+            frozen.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
+        if spool_dir:
+            shutil.rmtree(spool_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
