@@ -28,7 +28,7 @@ MOCK_PKGS := libevent_core libevent_extra libevent_openssl openssl jansson
 TEST_PKGS := cmocka
 DEB_PKGS  := build-essential pkg-config libevent-dev libssl-dev libjansson-dev libpq-dev \
              libcmocka-dev libinih-dev node-llhttp postgresql python3 openssl curl clang \
-             clang-format xxd
+             clang-format xxd python3-prometheus-client
 
 # llhttp (Node's HTTP/1.1 parser) is compiled in from the C sources Debian's node-llhttp
 # installs; nothing of it is copied into this repository. Strict mode: no lenient parsing.

@@ -100,6 +100,7 @@ struct lrec {
     bool settled;          /* durable, or given up */
     lrec_notify_fn notify; /* once, when durable or lost; NULL when nobody waits */
     void *notify_arg;
+    uint64_t t_us; /* handed to the ledger (for gateway_audit_commit_seconds) */
 };
 
 static void lrec_release(struct lrec *l)
@@ -107,8 +108,10 @@ static void lrec_release(struct lrec *l)
     if (l->item || l->in_spool)
         return;
     struct audit_thread *a = l->a;
-    if (!l->settled)
+    if (!l->settled) {
         a->nunsettled--;
+        STAT_SET(a->ctx->stats, audit_pending, a->nunsettled);
+    }
     TAILQ_REMOVE(&a->lrecs, l, link);
     a->nlrecs--;
     free(l->rec);
@@ -121,6 +124,7 @@ static void lrec_notify(struct lrec *l, bool ok, const char *error)
     if (!l->settled) {
         l->settled = true;
         l->a->nunsettled--;
+        STAT_SET(l->a->ctx->stats, audit_pending, l->a->nunsettled);
     }
     lrec_notify_fn fn = l->notify;
     l->notify = NULL;
@@ -129,6 +133,33 @@ static void lrec_notify(struct lrec *l, bool ok, const char *error)
 }
 
 static void spool_done(void *arg, bool ok, const char *error);
+
+/* L is durable (committed or synced in the spool) for the first time: its commit latency and,
+ * for an accepted record, its KPI values count in /metrics. */
+static void lrec_durable(struct lrec *l)
+{
+    struct gw_stats *st = l->a->ctx->stats;
+    l->durable = true;
+    metrics_observe(&st->audit_commit_seconds, util_now_us() - l->t_us);
+    const struct ledger_rec *rec = l->rec;
+    if (rec->kind != LEDGER_RUN && rec->kind != LEDGER_TASK)
+        return;
+    const char *d = ledger_get(rec, LF_DECISION);
+    if (!d || strcmp(d, "accepted") != 0)
+        return;
+    STAT_INC(st, kpi_records);
+    const char *secs = ledger_get(rec, LF_KPI_SECONDS), *entries = ledger_get(rec, LF_KPI_ENTRIES);
+    if (secs) {
+        double v = strtod(secs, NULL);
+        if (v > 0)
+            STAT_ADD(st, kpi_seconds_saved_ms, (uint64_t)(v * 1000.0 + 0.5));
+    }
+    if (entries) {
+        long long v = strtoll(entries, NULL, 10);
+        if (v > 0)
+            STAT_ADD(st, kpi_entries, (uint64_t)v);
+    }
+}
 
 /* Hand L to the spool. True when it was taken. */
 static bool lrec_to_spool(struct lrec *l)
@@ -151,7 +182,7 @@ static void pgw_done(void *arg, enum pgw_status st, const PGresult *res, const c
     if (st == PGW_OK) {
         STAT_INC(a->ctx->stats, audit_committed);
         if (!l->durable) {
-            l->durable = true;
+            lrec_durable(l);
             lrec_notify(l, true, NULL);
         }
     } else if (st == PGW_DIVERTED) {
@@ -183,7 +214,7 @@ static void spool_done(void *arg, bool ok, const char *error)
     if (ok) {
         l->spooled = true;
         if (!l->durable) {
-            l->durable = true;
+            lrec_durable(l);
             /* still queued in pgw: the replay will insert it, the live insert is not needed */
             if (l->item && pgw_item_cancel(l->item))
                 l->item = NULL;
@@ -232,10 +263,12 @@ static struct lrec *ledger_write(struct audit_thread *a, struct ledger_rec *rec,
         free(rec);
         return NULL;
     }
-    *l = (struct lrec){.a = a, .rec = rec, .cls = cls, .notify = notify, .notify_arg = arg};
+    *l = (struct lrec){
+        .a = a, .rec = rec, .cls = cls, .notify = notify, .notify_arg = arg, .t_us = util_now_us()};
     TAILQ_INSERT_TAIL(&a->lrecs, l, link);
     a->nlrecs++;
     a->nunsettled++;
+    STAT_SET(a->ctx->stats, audit_pending, a->nunsettled);
     bool healthy = db_healthy(a);
     if (a->spool_w)
         note_mode(a, !healthy);
@@ -1043,7 +1076,7 @@ static void write_outcome(struct audit_thread *a, struct gw_request *r, struct a
     uint64_t now = util_now_ms();
     snprintf(as, sizeof(as), "%.3f",
              rec->t_committed_ms ? (double)(rec->t_committed_ms - r->t_start_ms) / 1000.0 : 0.0);
-    snprintf(us, sizeof(us), "%.3f", (double)r->t_up_ms / 1000.0);
+    snprintf(us, sizeof(us), "%.3f", (double)r->t_up_us / 1e6);
     snprintf(ts, sizeof(ts), "%.3f", (double)(now - r->t_start_ms) / 1000.0);
     const char *failure = NULL;
     if (ustatus == 0)

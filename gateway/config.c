@@ -23,6 +23,7 @@
 #include "config.h"
 #include "log.h"
 #include "router.h"
+#include "util.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -60,6 +61,8 @@ enum key_type {
     T_PATH,     /* char *, owned; a readable file, relative to the config file's directory */
     T_DIR,      /* char *, owned; a directory (made at start if missing; its parent must exist),
                    relative to the config file's directory */
+    T_OUTFILE,  /* char *, owned; a file the gateway appends to (created if missing): it may be
+                   opened for writing now, relative to the config file's directory */
     T_HOSTPORT, /* struct config_hostport */
     T_URL,      /* struct config_url */
     T_SIZE,     /* size_t, bytes */
@@ -214,6 +217,11 @@ static const struct key keys[] = {
     {"log", "level", T_ENUM, LOG_LEVEL_DEBUG, LOG_LEVEL_ERROR, "info", true, FIELD(log.level), NULL,
      NULL},
     {"log", "access_log", T_BOOL, 0, 1, "on", true, FIELD(log.access_log), NULL, NULL},
+    {"log", "access_log_file", T_OUTFILE, 0, 0, NULL, false, FIELD(log.access_log_file),
+     "a file the access lines are appended to (reopened on SIGUSR1); unset: standard output", NULL},
+    {"log", "error_log_file", T_OUTFILE, 0, 0, NULL, false, FIELD(log.error_log_file),
+     "a file the other log lines are appended to (reopened on SIGUSR1); unset: standard error",
+     NULL},
 
     /*
      * Named sections: offsets into struct config_endpoint / struct config_process, applied to
@@ -799,6 +807,7 @@ static const char *describe(const struct key *k, char *buf, size_t size)
     case T_SECRET:
     case T_PATH:
     case T_DIR:
+    case T_OUTFILE:
         snprintf(buf, size, "%s", k->note ? k->note : "a string");
         break;
     }
@@ -1024,6 +1033,33 @@ static int set_value(struct load *ld, const struct key *k, void *base, const cha
         *(char **)p = path;
         return 0;
     }
+    case T_OUTFILE: {
+        char *path = resolve_path(ld->base_dir, value);
+        char ebuf[128];
+        const char *problem = NULL;
+        struct stat st;
+        if (!path) {
+            why = "out of memory";
+            break;
+        }
+        /* Open it as the log will (append, create): a check that does not write nothing. */
+        int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+        if (fd < 0 || fstat(fd, &st) < 0)
+            problem = errstr(errno, ebuf, sizeof(ebuf));
+        else if (!S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode))
+            problem = "not a regular file";
+        if (fd >= 0)
+            close(fd);
+        if (problem) {
+            add_error(ld, line, "[%s] %s: cannot write '%s': %s (expected %s)", sec, k->name,
+                      show(path, buf, sizeof(buf)), problem, k->note);
+            free(path);
+            return -1;
+        }
+        free(*(char **)p);
+        *(char **)p = path;
+        return 0;
+    }
     case T_DIR: {
         char *path = resolve_path(ld->base_dir, value);
         char ebuf[128];
@@ -1099,7 +1135,8 @@ static const char *fmt_value(const struct config *cfg, const struct key *k, char
     switch (k->type) {
     case T_STRING:
     case T_PATH:
-    case T_DIR: {
+    case T_DIR:
+    case T_OUTFILE: {
         const char *s = *(char *const *)p;
         snprintf(buf, size, "%s", s ? s : "(unset)");
         break;
@@ -1154,6 +1191,7 @@ static bool same_value(const struct config *a, const struct config *b, const str
     case T_SECRET:
     case T_PATH:
     case T_DIR:
+    case T_OUTFILE:
         return same_str(*(char *const *)pa, *(char *const *)pb);
     case T_HOSTPORT: {
         const struct config_hostport *x = pa, *y = pb;
@@ -1706,13 +1744,10 @@ static void derive_upstreams(struct load *ld)
     }
 }
 
+/* threads = 0: the CPUs this process may use, its cgroup's quota included (a container). */
 static int online_cpus(void)
 {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-
-    if (n < 1)
-        return 1;
-    return n > 256 ? 256 : (int)n;
+    return util_cpus_available("/sys/fs/cgroup", 256);
 }
 
 /* [audit] instance not in the file: the host name, read now. */

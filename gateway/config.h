@@ -120,8 +120,10 @@ struct config {
     } audit;
 
     struct {
-        int level;       /* LOG_LEVEL_* from log.h: 0 debug, 1 info, 2 warn, 3 error */
-        bool access_log; /* one JSON line per request */
+        int level;             /* LOG_LEVEL_* from log.h: 0 debug, 1 info, 2 warn, 3 error */
+        bool access_log;       /* one JSON line per request */
+        char *access_log_file; /* NULL: standard output */
+        char *error_log_file;  /* NULL: standard error */
     } log;
 };
 

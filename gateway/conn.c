@@ -78,7 +78,7 @@ struct conn {
     struct outq out;
     const struct conn_sink *sink;
     void *sink_arg;
-    uint64_t t_head_ms;        /* first byte of the head being parsed */
+    uint64_t t_head_us;        /* first byte of the head being parsed (monotonic us) */
     uint64_t body_deadline_ms; /* while the body is asked for and not paused */
     uint64_t body_left_ms;     /* while paused */
     struct conn_addr peer;
@@ -243,7 +243,7 @@ static void timer_update(struct conn *c)
         timer_in(c, lim->idle_timeout_ms);
         return;
     case C_HEAD:
-        timer_in(c, left(c->t_head_ms + lim->header_timeout_ms, now));
+        timer_in(c, left(c->t_head_us / 1000 + lim->header_timeout_ms, now));
         return;
     case C_ACTIVE:
         if (c->want_body && !c->body_done && !c->body_paused)
@@ -399,7 +399,12 @@ bool conn_must_close(const struct conn *c)
 
 uint64_t conn_head_started(const struct conn *c)
 {
-    return c->t_head_ms;
+    return c->t_head_us / 1000;
+}
+
+uint64_t conn_head_started_us(const struct conn *c)
+{
+    return c->t_head_us;
 }
 
 void conn_peer_addr(const struct conn *c, struct conn_addr *out)
@@ -502,7 +507,7 @@ static void conn_process(struct conn *c)
                 break;
             if (c->state == C_IDLE) {
                 c->state = C_HEAD;
-                c->t_head_ms = util_now_ms();
+                c->t_head_us = util_now_us();
                 http1_init(&rb->parser, HTTP1_REQUEST, &rb->head, c->srv->lim.max_header_size);
                 timer_update(c);
             }

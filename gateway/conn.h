@@ -123,8 +123,9 @@ void conn_abort(struct conn *c);
  * was not read to its end, or the server drains.) */
 bool conn_must_close(const struct conn *c);
 
-/* When the current head's first byte arrived (monotonic ms). */
+/* When the current head's first byte arrived (monotonic ms; _us: microseconds, 0 if unknown). */
 uint64_t conn_head_started(const struct conn *c);
+uint64_t conn_head_started_us(const struct conn *c);
 
 /* The bot's address: copied binary (cheap, at every head) and formatted ("1.2.3.4", "::1",
  * "local" for a socketpair) only when someone needs it. */

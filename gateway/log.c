@@ -9,6 +9,12 @@
  * the rings, sleeping longer while they stay empty (1 ms up to 20 ms), so a worker never makes
  * a system call to log. A full ring drops the line.
  *
+ * Two sinks. Access lines (log_access) go to standard output, everything else to standard
+ * error; either may be a file instead ([log] access_log_file, error_log_file), opened onto
+ * descriptor 1 or 2 with dup2, so that a reopen (SIGUSR1, after logrotate moved the file) is
+ * one dup2 under out_mu and nothing else holds the old descriptor. A ring record's length
+ * carries its sink in the top bit.
+ *
  * One writer at a time. A thread without a ring (the main thread, the spool's and the replay's
  * threads, any thread started before the logging thread) writes its line itself. The logging
  * thread writes batches of up to 64 KiB, and a pipe keeps only writes of PIPE_BUF bytes or less
@@ -19,6 +25,7 @@
 #include "log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -65,24 +72,28 @@ static void ring_get(const struct logq *q, size_t at, void *p, size_t n)
     memcpy((char *)p + first, q->buf, n - first);
 }
 
-static bool enqueue(struct logq *q, const char *line, size_t len)
+#define SINK_BIT 0x80000000u
+static const int sink_fd[2] = {STDERR_FILENO, STDOUT_FILENO};
+static char *sink_path[2]; /* the configured files, for log_reopen; NULL: the standard stream */
+
+static bool enqueue(struct logq *q, int sink, const char *line, size_t len)
 {
     size_t head = atomic_load_explicit(&q->head, memory_order_relaxed);
     size_t tail = atomic_load_explicit(&q->tail, memory_order_acquire);
     if (head - tail + sizeof(uint32_t) + len > RING_SIZE)
         return false;
-    uint32_t l = (uint32_t)len;
+    uint32_t l = (uint32_t)len | (sink ? SINK_BIT : 0);
     ring_put(q, head, &l, sizeof(l));
     ring_put(q, head + sizeof(l), line, len);
     atomic_store_explicit(&q->head, head + sizeof(l) + len, memory_order_release);
     return true;
 }
 
-static void write_all(const char *p, size_t len)
+static void write_all(int sink, const char *p, size_t len)
 {
     pthread_mutex_lock(&out_mu);
     while (len > 0) {
-        ssize_t w = write(STDERR_FILENO, p, len);
+        ssize_t w = write(sink_fd[sink], p, len);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
@@ -93,11 +104,11 @@ static void write_all(const char *p, size_t len)
     pthread_mutex_unlock(&out_mu);
 }
 
-/* Move what the rings hold to stderr; returns the bytes written. */
+/* Move what the rings hold to their sinks; returns the bytes written. */
 static size_t drain(void)
 {
-    static char batch[BATCH];
-    size_t used = 0, total = 0;
+    static char batch[2][BATCH];
+    size_t used[2] = {0, 0}, total = 0;
     int n = atomic_load_explicit(&nqueues, memory_order_acquire);
     for (int i = 0; i < n; i++) {
         struct logq *q = queues[i];
@@ -106,22 +117,25 @@ static size_t drain(void)
         while (tail < head) {
             uint32_t l;
             ring_get(q, tail, &l, sizeof(l));
-            if (used + l > sizeof(batch)) {
-                write_all(batch, used);
-                total += used;
-                used = 0;
+            int sink = (l & SINK_BIT) ? 1 : 0;
+            l &= ~SINK_BIT;
+            if (used[sink] + l > sizeof(batch[sink])) {
+                write_all(sink, batch[sink], used[sink]);
+                total += used[sink];
+                used[sink] = 0;
             }
-            if (l <= sizeof(batch)) {
-                ring_get(q, tail + sizeof(l), batch + used, l);
-                used += l;
+            if (l <= sizeof(batch[sink])) {
+                ring_get(q, tail + sizeof(l), batch[sink] + used[sink], l);
+                used[sink] += l;
             }
             tail += sizeof(l) + l;
             atomic_store_explicit(&q->tail, tail, memory_order_release);
         }
     }
-    if (used > 0)
-        write_all(batch, used);
-    return total + used;
+    for (int k = 0; k < 2; k++)
+        if (used[k] > 0)
+            write_all(k, batch[k], used[k]);
+    return total + used[0] + used[1];
 }
 
 static void *logger_main(void *arg)
@@ -222,11 +236,8 @@ static const char *level_name(int level)
     }
 }
 
-void log_msg(int level, const char *msg, const char *fields, ...)
+static void log_vmsg(int sink, int level, const char *msg, const char *fields, va_list ap)
 {
-    if (level < atomic_load(&min_level))
-        return;
-
     char line[4096];
     struct timespec ts;
     struct tm tm;
@@ -244,10 +255,7 @@ void log_msg(int level, const char *msg, const char *fields, ...)
 
     if (fields && fields[0] && len < sizeof(line) - 2) {
         line[len++] = ',';
-        va_list ap;
-        va_start(ap, fields);
         int m = vsnprintf(line + len, sizeof(line) - len, fields, ap);
-        va_end(ap);
         if (m < 0) {
             len--;
         } else if ((size_t)m >= sizeof(line) - len) {
@@ -273,7 +281,7 @@ void log_msg(int level, const char *msg, const char *fields, ...)
     line[len++] = '\n';
 
     if (q) {
-        if (enqueue(q, line, len)) {
+        if (enqueue(q, sink, line, len)) {
             q->pending_dropped = 0;
         } else {
             q->pending_dropped++;
@@ -281,7 +289,68 @@ void log_msg(int level, const char *msg, const char *fields, ...)
         }
         return;
     }
-    write_all(line, len);
+    write_all(sink, line, len);
+}
+
+void log_msg(int level, const char *msg, const char *fields, ...)
+{
+    if (level < atomic_load(&min_level))
+        return;
+    va_list ap;
+    va_start(ap, fields);
+    log_vmsg(0, level, msg, fields, ap);
+    va_end(ap);
+}
+
+void log_access(const char *fields, ...)
+{
+    va_list ap;
+    va_start(ap, fields);
+    log_vmsg(1, LOG_LEVEL_INFO, "access", fields, ap);
+    va_end(ap);
+}
+
+/* Open PATH for appending onto SINK's descriptor. 0, or -1 with ERR set. */
+static int open_onto(int sink, const char *path, char *err, size_t errlen)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    pthread_mutex_lock(&out_mu);
+    int rc = dup2(fd, sink_fd[sink]);
+    pthread_mutex_unlock(&out_mu);
+    int saved = errno;
+    close(fd);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot use %s as the log: %s", path, strerror(saved));
+        return -1;
+    }
+    return 0;
+}
+
+int log_open_files(const char *access_path, const char *error_path, char *err, size_t errlen)
+{
+    const char *paths[2] = {error_path, access_path};
+    for (int k = 0; k < 2; k++) {
+        if (!paths[k] || !paths[k][0])
+            continue;
+        if (open_onto(k, paths[k], err, errlen) != 0)
+            return -1;
+        free(sink_path[k]);
+        sink_path[k] = strdup(paths[k]);
+    }
+    return 0;
+}
+
+int log_reopen(char *err, size_t errlen)
+{
+    int rc = 0;
+    for (int k = 0; k < 2; k++)
+        if (sink_path[k] && open_onto(k, sink_path[k], err, errlen) != 0)
+            rc = -1;
+    return rc;
 }
 
 char *log_json_escape(const char *s, char *buf, size_t size)

@@ -1,5 +1,6 @@
 /*
- * log: structured JSON log lines on stderr, one per event, written with a single write(2) so
+ * log: structured JSON log lines, one per event (access lines on standard output, the rest on
+ * standard error, or files instead), written with a single write(2) so
  * lines from several threads never interleave.
  *
  * Worker threads never write themselves: after log_thread_start their lines go into a bounded
@@ -32,6 +33,19 @@ int log_get_level(void);
  */
 void log_msg(int level, const char *msg, const char *fields, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* One access-log line: {"ts":...,"level":"info","msg":"access", ...FIELDS} on the access sink
+ * (standard output or [log] access_log_file), whatever the level. Same FIELDS rules. */
+void log_access(const char *fields, ...) __attribute__((format(printf, 1, 2)));
+
+/* Send the access lines to ACCESS_PATH and the others to ERROR_PATH (NULL or "": keep standard
+ * output / standard error), opened for appending onto descriptors 1 and 2. 0, or -1 with ERR
+ * set ("cannot open PATH: why"). */
+int log_open_files(const char *access_path, const char *error_path, char *err, size_t errlen);
+
+/* Open the configured files again (SIGUSR1, after a rotation). 0, or -1 with ERR set (the
+ * old file stays in use). */
+int log_reopen(char *err, size_t errlen);
 
 /*
  * Escape S as the inside of a JSON string into BUF (always NUL-terminated, truncated with

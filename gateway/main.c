@@ -32,9 +32,7 @@
 #include "tls.h"
 #include "worker.h"
 
-#ifndef GW_VERSION
-#define GW_VERSION "0.1.0"
-#endif
+#include "version.h"
 
 #define MAX_THREADS 256
 
@@ -109,6 +107,15 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         log_warn("SIGHUP received: configuration reload is not implemented yet; ignoring", "");
         return;
     }
+    if (sig == SIGUSR1) {
+        char err[600], esc[700];
+        if (log_reopen(err, sizeof(err)) != 0)
+            log_error("cannot reopen the log files; the old ones stay in use", "\"reason\":\"%s\"",
+                      log_json_escape(err, esc, sizeof(esc)));
+        else
+            log_info("log files reopened (SIGUSR1)", "");
+        return;
+    }
     if (app->stopping) {
         log_warn("second stop signal: shutdown already in progress", "");
         return;
@@ -130,7 +137,7 @@ static int run(struct config *cfg)
     char err[512];
     int rc = 1;
     SSL_CTX *ssl_ctx = NULL, *server_tls = NULL;
-    struct event *sigs[3] = {NULL, NULL, NULL};
+    struct event *sigs[4] = {NULL, NULL, NULL, NULL};
     bool migrate_later = false;
 
     signal(SIGPIPE, SIG_IGN);
@@ -256,8 +263,8 @@ static int run(struct config *cfg)
         goto out;
     }
 
-    int signums[3] = {SIGTERM, SIGINT, SIGHUP};
-    for (int i = 0; i < 3; i++) {
+    int signums[4] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
+    for (int i = 0; i < 4; i++) {
         sigs[i] = evsignal_new(app.base, signums[i], on_signal, &app);
         if (!sigs[i] || event_add(sigs[i], NULL) != 0) {
             log_error("cannot install signal handlers", "");
@@ -295,7 +302,7 @@ out:
     log_stop();
     if (rc == 0)
         log_info("stopped", "");
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         if (sigs[i])
             event_free(sigs[i]);
     admin_free(app.admin);
@@ -325,6 +332,12 @@ int main(int argc, char **argv)
             return 0;
         } else if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-v") == 0) {
             printf("anymate-gateway %s\n", GW_VERSION);
+            /* what `migrate` would apply: the upgrade order depends on it (README) */
+            if (migrations_embedded_count > 0)
+                printf("migrations embedded: %zu (latest %s)\n", migrations_embedded_count,
+                       migrations_embedded[migrations_embedded_count - 1].name);
+            else
+                printf("migrations embedded: none (built without sql/migrations)\n");
             return 0;
         } else if (strcmp(argv[i], "-t") == 0) {
             test_only = true;
@@ -375,6 +388,13 @@ int main(int argc, char **argv)
         return 0;
     }
     log_set_level(cfg->log.level);
+    char lerr[600];
+    if (log_open_files(cfg->log.access_log_file, cfg->log.error_log_file, lerr, sizeof(lerr)) !=
+        0) {
+        fprintf(stderr, "anymate-gateway: %s\n", lerr);
+        config_unref(cfg);
+        return 1;
+    }
     int rc = run(cfg);
     config_unref(cfg);
     return rc;

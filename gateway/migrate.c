@@ -181,6 +181,14 @@ static bool valid_name(const char *name)
 /* The embedded list must be well named and strictly ascending: the order is the contract. */
 static int check_embedded(char *errbuf, size_t errlen)
 {
+    if (migrations_embedded_count == 0) {
+        /* A build without sql/migrations/ (e.g. a Dockerfile that did not copy it): applying
+         * nothing and reporting success would leave a database without a single table. */
+        snprintf(errbuf, errlen,
+                 "this binary has no migrations embedded (it was built without "
+                 "sql/migrations/*.sql); rebuild it from the whole source tree");
+        return -1;
+    }
     for (size_t i = 0; i < migrations_embedded_count; i++) {
         const struct migration_file *m = &migrations_embedded[i];
         if (m->name == NULL || m->sql == NULL || !valid_name(m->name)) {

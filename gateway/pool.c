@@ -105,7 +105,18 @@ struct pool {
     struct call_list waiters;
     uint32_t nconns, nidle, nwaiting;
     struct pool_stats st;
+    struct gw_pool_gauges *gauges; /* NULL: not published */
 };
+
+/* The connection gauges of /metrics (pool_set_gauges), written on every change. */
+static void pool_publish(struct pool *p)
+{
+    if (!p->gauges)
+        return;
+    atomic_store_explicit(&p->gauges->open, p->nconns, memory_order_relaxed);
+    atomic_store_explicit(&p->gauges->idle, p->nidle, memory_order_relaxed);
+    atomic_store_explicit(&p->gauges->waiting, p->nwaiting, memory_order_relaxed);
+}
 
 static void call_dispatch(struct upstream_call *c, bool fresh_only);
 static void call_finish(struct upstream_call *c);
@@ -141,10 +152,12 @@ static void pconn_close(struct pconn *pc)
     if (pc->idle) {
         TAILQ_REMOVE(&p->idle, pc, link);
         p->nidle--;
+        pool_publish(p);
     }
     event_del(&pc->idle_timer);
     upconn_free(pc->u);
     p->nconns--;
+    pool_publish(p);
     free(pc);
 }
 
@@ -208,6 +221,7 @@ static void pconn_release(struct pconn *pc, bool reusable)
     if (w) {
         TAILQ_REMOVE(&p->waiters, w, link);
         p->nwaiting--;
+        pool_publish(p);
         evtimer_del(&w->timer);
         call_attach(w, pc);
         return;
@@ -220,6 +234,7 @@ static void pconn_release(struct pconn *pc, bool reusable)
     pc->idle = true;
     TAILQ_INSERT_HEAD(&p->idle, pc, link); /* most recently used first */
     p->nidle++;
+    pool_publish(p);
     ms_timer(&pc->idle_timer, p->cfg->upstream.idle_timeout_ms);
 }
 
@@ -403,6 +418,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     if (c->phase == PH_QUEUED) {
         TAILQ_REMOVE(&p->waiters, c, link);
         p->nwaiting--;
+        pool_publish(p);
         c->err = GW_ERR_QUEUE_TIMEOUT;
         snprintf(c->detail, sizeof(c->detail), "no connection became free within queue_timeout");
         call_finish(c);
@@ -431,6 +447,7 @@ static void call_attach(struct upstream_call *c, struct pconn *pc)
     if (pc->idle) {
         TAILQ_REMOVE(&c->pool->idle, pc, link);
         c->pool->nidle--;
+        pool_publish(c->pool);
         pc->idle = false;
         event_del(&pc->idle_timer);
     }
@@ -507,6 +524,7 @@ static struct pconn *pconn_open(struct pool *p)
         return NULL;
     }
     p->nconns++;
+    pool_publish(p);
     p->st.connections_opened++;
     STAT_INC(p->stats, upstream_connections_opened);
     return pc;
@@ -561,6 +579,7 @@ static void call_dispatch(struct upstream_call *c, bool fresh_only)
     }
     TAILQ_INSERT_TAIL(&p->waiters, c, link);
     p->nwaiting++;
+    pool_publish(p);
     set_phase(c, PH_QUEUED);
 }
 
@@ -575,6 +594,7 @@ static void pool_pump(struct pool *p)
             return;
         TAILQ_REMOVE(&p->waiters, c, link);
         p->nwaiting--;
+        pool_publish(p);
         evtimer_del(&c->timer);
         c->phase = PH_NEW;
         uint32_t before = p->nwaiting;
@@ -649,6 +669,7 @@ void upstream_call_free(struct upstream_call *c)
     if (c->phase == PH_QUEUED) {
         TAILQ_REMOVE(&p->waiters, c, link);
         p->nwaiting--;
+        pool_publish(p);
     }
     if (c->pc) { /* in mid-exchange: the connection cannot be reused */
         struct pconn *pc = c->pc;
@@ -849,6 +870,12 @@ void pool_free(struct pool *p)
     event_del(&p->dns_timer);
     tls_session_slot_clear(&p->session);
     free(p);
+}
+
+void pool_set_gauges(struct pool *p, struct gw_pool_gauges *g)
+{
+    p->gauges = g;
+    pool_publish(p);
 }
 
 bool pool_resolved(const struct pool *p)

@@ -64,6 +64,10 @@ void pool_free(struct pool *p);
 
 bool pool_resolved(const struct pool *p); /* at least one address known */
 void pool_get_stats(const struct pool *p, struct pool_stats *out);
+/* Publish the connections open, idle and waiting into G on every change (borrowed; it must
+ * outlive the pool). */
+struct gw_pool_gauges;
+void pool_set_gauges(struct pool *p, struct gw_pool_gauges *g);
 const char *pool_host(const struct pool *p); /* the Host header value for this upstream */
 const char *pool_name(const struct pool *p);
 

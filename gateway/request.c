@@ -30,7 +30,9 @@
 
 #include "config.h"
 #include "conn.h"
+#include "identity.h"
 #include "log.h"
+#include "metrics.h"
 #include "pool.h"
 #include "stats.h"
 
@@ -178,20 +180,81 @@ size_t request_buffered_bytes(void)
 
 /* ---- end of life ---- */
 
-static void access_log(struct gw_request *r)
+/* The reason label of an upstream failure's error code, or -1 for other codes. */
+static int upstream_error_reason(const char *code)
+{
+    static const struct {
+        enum gw_err err;
+        enum gw_upstream_error reason;
+    } map[] = {
+        {GW_ERR_UPSTREAM_DNS, GW_UPERR_DNS},
+        {GW_ERR_UPSTREAM_CONNECT, GW_UPERR_CONNECT},
+        {GW_ERR_UPSTREAM_TLS, GW_UPERR_TLS},
+        {GW_ERR_UPSTREAM_PROTOCOL, GW_UPERR_PROTOCOL},
+        {GW_ERR_UPSTREAM_TIMEOUT, GW_UPERR_TIMEOUT},
+        {GW_ERR_QUEUE_FULL, GW_UPERR_QUEUE_FULL},
+        {GW_ERR_QUEUE_TIMEOUT, GW_UPERR_QUEUE_TIMEOUT},
+    };
+    if (strncmp(code, "upstream.", 9) != 0)
+        return -1;
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+        if (strcmp(code, errors_info(map[i].err)->code) == 0)
+            return (int)map[i].reason;
+    return -1;
+}
+
+/* The request's part of /metrics: its status by route, its durations, what refused it. */
+static void count_request(struct gw_request *r, uint64_t total_us)
+{
+    struct gw_stats *st = r->ctx->stats;
+    const struct route *rt = r->match.route;
+    size_t ri = rt ? router_index(rt) : GW_STATS_NO_ROUTE;
+    STAT_ADD(st, bytes_in, r->bytes_in);
+    STAT_ADD(st, bytes_out, r->bytes_out);
+    atomic_fetch_add_explicit(&st->responses[ri][metrics_status_slot(r->status)], 1,
+                              memory_order_relaxed);
+    metrics_observe(&st->request_seconds[ri], total_us);
+    if (rt && r->forwarded && r->t_up_us > 0)
+        metrics_observe(&st->upstream_seconds[rt->upstream], r->t_up_us);
+    if (r->error_code && r->status != 499) {
+        metrics_code_inc(&st->refusals_by_code, r->error_code);
+        int reason = rt ? upstream_error_reason(r->error_code) : -1;
+        if (reason >= 0)
+            atomic_fetch_add_explicit(&st->upstream_errors[rt->upstream][reason], 1,
+                                      memory_order_relaxed);
+    }
+}
+
+/*
+ * One JSON line per request on the access log: who (the bot's customer and name from its
+ * token's claims, never the token), what (method, route, canonical path), the answer (status,
+ * bytes, durations, whether the upstream connection was new or reused), who ended it and the
+ * error code of a refusal or failure.
+ */
+static void access_log(struct gw_request *r, uint64_t total_us)
 {
     if (!r->ctx->cfg->log.access_log)
         return;
-    uint64_t dur = util_now_ms() - r->t_start_ms;
     const struct route *rt = r->match.route;
-    log_info("access",
-             "\"id\":\"%s\",\"method\":\"%s\",\"route\":\"%s\",\"status\":%d,\"ms\":%llu,"
-             "\"upstream_ms\":%llu,\"bytes_in\":%zu,\"bytes_out\":%zu,\"ended_by\":\"%s\","
-             "\"error\":%s%s%s,\"thread\":%d",
-             r->id, r->method, rt ? rt->name : "-", r->status, (unsigned long long)dur,
-             (unsigned long long)r->t_up_ms, r->bytes_in, r->bytes_out,
-             r->ended_by ? r->ended_by : "gateway", r->error_code ? "\"" : "",
-             r->error_code ? r->error_code : "null", r->error_code ? "\"" : "", r->ctx->index);
+    struct identity who;
+    identity_from_authorization(request_header(r, "Authorization"), &who);
+    char cust[IDENTITY_MAX * 2], bot[IDENTITY_MAX * 2], path[512], method[64];
+    log_json_escape(who.customer_key, cust, sizeof(cust));
+    log_json_escape(who.subject, bot, sizeof(bot));
+    log_json_escape(r->path && r->path[0] ? r->path : (r->target ? r->target : ""), path,
+                    sizeof(path));
+    log_json_escape(r->method ? r->method : "", method, sizeof(method));
+    log_access("\"request_id\":\"%s\",\"customer\":\"%s\",\"bot\":\"%s\",\"peer\":\"%s\","
+               "\"method\":\"%s\",\"route\":\"%s\",\"path\":\"%s\",\"status\":%d,"
+               "\"bytes_in\":%zu,\"bytes_out\":%zu,\"seconds\":%.6f,\"upstream_seconds\":%.6f,"
+               "\"upstream_connection\":%s,\"ended_by\":\"%s\",\"error\":%s%s%s,\"thread\":%d",
+               r->id, cust, bot, request_peer(r), method, rt ? rt->name : "-", path, r->status,
+               r->bytes_in, r->bytes_out, (double)total_us / 1e6, (double)r->t_up_us / 1e6,
+               !r->up_known   ? "null"
+               : r->up_reused ? "\"reused\""
+                              : "\"new\"",
+               r->ended_by ? r->ended_by : "gateway", r->error_code ? "\"" : "",
+               r->error_code ? r->error_code : "null", r->error_code ? "\"" : "", r->ctx->index);
 }
 
 static void stop_pending_work(struct gw_request *r)
@@ -225,7 +288,9 @@ static void request_finish(struct gw_request *r)
         STAT_INC(ctx->stats, by_endpoint[router_index(r->match.route)]);
     for (unsigned i = 0; i < ndone_hooks; i++)
         done_hooks[i](r);
-    access_log(r);
+    uint64_t total_us = util_now_us() - r->t_start_us;
+    count_request(r, total_us);
+    access_log(r, total_us);
     if (r->call)
         upstream_call_free(r->call);
     if (r->body_reserved)
@@ -526,7 +591,9 @@ static const struct conn_sink sink = {
 static void up_head(void *arg)
 {
     struct gw_request *r = arg;
-    r->t_up_ms = util_now_ms() - r->t_up_start_ms;
+    r->t_up_us = util_now_us() - r->t_up_start_us;
+    r->up_known = true;
+    r->up_reused = upstream_call_reused(r->call);
     request_resume(r); /* response hooks, then phase_reply prepares the head */
 }
 
@@ -611,7 +678,7 @@ static void stream_end(struct gw_request *r)
 static void up_done(void *arg)
 {
     struct gw_request *r = arg;
-    r->t_up_ms = util_now_ms() - r->t_up_start_ms;
+    r->t_up_us = util_now_us() - r->t_up_start_us;
     if (r->wait == W_STREAM) {
         stream_end(r);
         return;
@@ -776,7 +843,7 @@ static enum request_next phase_forward(struct gw_request *r)
         .head_request = r->method_bit == ROUTE_HEAD,
         .stream_response = !r->buffer_response,
     };
-    r->t_up_start_ms = util_now_ms();
+    r->t_up_start_us = util_now_us();
     r->call = upstream_call_start(pool, &req, &up_ops, r);
     if (!r->call) {
         request_reply_error(r, GW_ERR_OVERLOADED, "out of memory for the upstream call");
@@ -896,9 +963,10 @@ static struct gw_request *request_new(struct gw_ctx *ctx, struct conn *c,
     r->path = (char *)(r + 1) + sizeof(struct hfield) * nf + hlen;
     r->ctx = ctx;
     r->conn = c;
-    r->t_start_ms = conn_head_started(c);
-    if (r->t_start_ms == 0)
-        r->t_start_ms = util_now_ms();
+    r->t_start_us = conn_head_started_us(c);
+    if (r->t_start_us == 0)
+        r->t_start_us = util_now_us();
+    r->t_start_ms = r->t_start_us / 1000;
     r->t_wall_ms = util_wall_ms();
     r->body_limit = ctx->cfg->server.max_body_size;
     util_uuid7(r->id);

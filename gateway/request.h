@@ -72,10 +72,12 @@ struct gw_request {
     uint64_t content_length; /* when the head gave one */
     bool has_length, chunked;
     /* Times. */
-    uint64_t t_start_ms;    /* monotonic, first byte of the head */
-    uint64_t t_wall_ms;     /* wall clock at the head, for records */
-    uint64_t t_up_start_ms; /* forward started */
-    uint64_t t_up_ms;       /* upstream duration */
+    uint64_t t_start_us;      /* monotonic, first byte of the head */
+    uint64_t t_start_ms;      /* the same in ms (deadlines) */
+    uint64_t t_wall_ms;       /* wall clock at the head, for records */
+    uint64_t t_up_start_us;   /* forward started */
+    uint64_t t_up_us;         /* upstream duration (until the answer's head, then its end) */
+    bool up_known, up_reused; /* an upstream connection answered; it had served before */
     /* Body. */
     size_t body_limit;    /* bytes; set by the head hooks (413 beyond) */
     struct bytes body;    /* read whole (validated endpoints) */

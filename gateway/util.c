@@ -4,6 +4,9 @@
 #include "util.h"
 
 #include <arpa/inet.h>
+#include <inttypes.h>
+#include <sched.h>
+#include <stdlib.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -16,6 +19,13 @@ uint64_t util_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t util_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 uint64_t util_wall_ms(void)
@@ -152,4 +162,50 @@ char *util_copy_text(char *dst, size_t cap, const char *src)
     memcpy(dst, src, n);
     dst[n] = '\0';
     return dst;
+}
+
+/* The first line of DIR/NAME into BUF; false when it cannot be read. */
+static bool read_line(const char *dir, const char *name, char *buf, size_t size)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return false;
+    bool ok = fgets(buf, (int)size, f) != NULL;
+    fclose(f);
+    return ok;
+}
+
+/* CPUs allowed by a quota of QUOTA microseconds per PERIOD, rounded up; 0: no quota. */
+static int quota_cpus(long long quota, long long period)
+{
+    if (quota <= 0 || period <= 0)
+        return 0;
+    return (int)((quota + period - 1) / period);
+}
+
+int util_cpus_available(const char *cgroup_dir, int max)
+{
+    int n = 0;
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0)
+        n = CPU_COUNT(&set);
+    if (n < 1)
+        n = 1;
+    char line[128];
+    int q = 0;
+    if (read_line(cgroup_dir, "cpu.max", line, sizeof(line))) {
+        long long quota, period;
+        if (strncmp(line, "max", 3) != 0 && sscanf(line, "%lld %lld", &quota, &period) == 2)
+            q = quota_cpus(quota, period);
+    } else if (read_line(cgroup_dir, "cpu/cpu.cfs_quota_us", line, sizeof(line))) {
+        long long quota = strtoll(line, NULL, 10), period = 100000;
+        if (read_line(cgroup_dir, "cpu/cpu.cfs_period_us", line, sizeof(line)))
+            period = strtoll(line, NULL, 10);
+        q = quota_cpus(quota, period);
+    }
+    if (q > 0 && q < n)
+        n = q;
+    return n > max ? max : n;
 }

@@ -22,6 +22,7 @@ bool util_request_id_ok(const char *s, size_t len);
 
 /* Monotonic milliseconds (CLOCK_MONOTONIC) and wall-clock milliseconds since the epoch. */
 uint64_t util_now_ms(void);
+uint64_t util_now_us(void); /* monotonic microseconds; util_now_ms() == util_now_us() / 1000 */
 uint64_t util_wall_ms(void);
 
 /* Format SA as "1.2.3.4:80" or "[::1]:80" into BUF; returns BUF ("?" when unknown). */
@@ -35,6 +36,15 @@ size_t util_utf8_prefix(const char *s, size_t len, size_t max);
 /* Copy the NUL-terminated SRC into DST (CAP bytes, CAP > 0), cut at a character boundary to
  * fit; always NUL-terminates. Returns DST. */
 char *util_copy_text(char *dst, size_t cap, const char *src);
+
+/*
+ * How many CPUs this process may use: the CPUs of its affinity mask, capped by the CPU quota of
+ * its cgroup (a container's --cpus): cgroup v2 CGROUP_DIR/cpu.max ("max 100000" or "150000
+ * 100000": 1.5 CPUs, rounded up), else v1 CGROUP_DIR/cpu/cpu.cfs_quota_us and cpu.cfs_period_us
+ * (quota -1: none). CGROUP_DIR is /sys/fs/cgroup in production (a container sees its own
+ * cgroup there), a test directory in tests. At least 1, at most MAX.
+ */
+int util_cpus_available(const char *cgroup_dir, int max);
 
 /* Set TCP_NODELAY on FD; returns 0 or -1 with errno. */
 int util_set_nodelay(int fd);

@@ -149,6 +149,7 @@ struct worker *worker_new(int index, struct config *cfg, SSL_CTX *client_tls, SS
             snprintf(errbuf, errlen, "cannot create the %s upstream pool", names[i]);
             goto fail;
         }
+        pool_set_gauges(ctx->pools[i], &w->stats.pools[i]);
     }
     if (audit_thread_new(ctx, spool, &ctx->audit, errbuf, errlen) != 0)
         goto fail;

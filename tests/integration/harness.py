@@ -219,6 +219,7 @@ response_timeout = {response_timeout}
 
 [log]
 level = {log_level}
+{log_extra}
 
 {extra_sections}
 """
@@ -229,7 +230,7 @@ class Gateway:
         values = dict(threads=2, request_timeout="10s", shutdown_timeout="5s",
                       max_header_size="16k", max_body_size="1m", connect_timeout="2s",
                       response_timeout="5s", log_level="info", server_extra="",
-                      upstream_extra="", extra_sections="")
+                      upstream_extra="", log_extra="", extra_sections="")
         values.update(opts)
         values["api_url"] = api_url
         values["auth_url"] = auth_url or api_url

@@ -257,6 +257,30 @@ class AuditTest(GatewayTest):
                          "where request_id = '%s'" % h["x-request-id"])
         self.assertEqual(rows, [["runs", "defaults", "60"]])
 
+    def test_metrics_count_what_the_ledger_holds(self):
+        from test_operations import samples, scrape, value
+        gw = self.audit_gateway()
+        for body in ({"overwriteSecondsSaved": 90}, {"overwriteEntries": 4}, {}):
+            s, _, run = self.call(gw, "GET", "/api/StartOrGetRun/runs/")
+            body["runId"] = run["runId"]
+            self.assertEqual(self.call(gw, "POST", "/api/FinishRun/", body)[0], 200)
+        self.wait_rows("select 1 from audit_outcome", 3, "outcomes")
+        ss, fams = samples(scrape(gw))
+        rows = self.rows("select count(*), sum(kpi_seconds_saved), sum(coalesce(kpi_entries, "
+                         "0)) from finishrun_audit where decision = 'accepted'")[0]
+        self.assertEqual(value(ss, "gateway_kpi_records_total"), int(rows[0]))
+        self.assertEqual(value(ss, "gateway_kpi_seconds_saved_total"), float(rows[1]))
+        self.assertEqual(value(ss, "gateway_kpi_entries_total"), int(rows[2]))
+        total = sum(int(self.rows("select count(*) from %s" % t)[0][0]) for t in (
+            "finishrun_audit", "audit_outcome", "run_process"))
+        wait_for(lambda: value(samples(scrape(gw))[0], "gateway_audit_rows_committed_total") ==
+                 total, what="committed rows counted")
+        ss, fams = samples(scrape(gw))
+        self.assertEqual(value(ss, "gateway_audit_commit_seconds_count"), total)
+        self.assertEqual(value(ss, "gateway_audit_database_connections_up"), 2)
+        self.assertEqual(value(ss, "gateway_audit_rows_pending"), 0)
+        self.assertEqual(value(ss, "gateway_audit_rows_lost_total"), 0)
+
     def test_unknown_run_is_recorded_as_unknown_not_guessed(self):
         gw = self.audit_gateway()
         s, h, ans = self.call(gw, "POST", "/api/FinishRun/", {"runId": 987654})

@@ -208,7 +208,7 @@ class ProxyTest(GatewayTest):
         wait_for(lambda: len(gw.access()) >= 400, what="access log lines")
         used = {a["thread"] for a in gw.access()}
         self.assertEqual(used, {0, 1})
-        ids = [a["id"] for a in gw.access()]
+        ids = [a["request_id"] for a in gw.access()]
         self.assertEqual(len(ids), len(set(ids)))
 
     def test_upstream_hangs_gives_504(self):

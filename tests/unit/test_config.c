@@ -1394,6 +1394,8 @@ static void test_gateway_conf_documents_defaults(void **state)
         "dns_refresh",
         "level",
         "access_log",
+        "access_log_file",
+        "error_log_file",
         "require_bearer",
         "forward_unknown_api",
         "numeric_string_ids",
@@ -1455,9 +1457,9 @@ static void test_gateway_conf_documents_defaults(void **state)
         n += (size_t)sprintf(out + n, "%s\n", line);
     }
     /*
-     * Every key but client_id (set), ca_file, database, instance and spool_dir (no fixed
-     * default; examples only) and the keys of the named sections (examples in ";   " comments,
-     * test below).
+     * Every key but client_id (set), ca_file, database, instance, spool_dir and the log files
+     * (no fixed default; examples only) and the keys of the named sections (examples in ";   "
+     * comments, test below).
      */
     assert_int_equal(uncommented_lines, 45);
 

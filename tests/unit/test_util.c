@@ -9,7 +9,12 @@
 #include <cmocka.h>
 
 #include <stdbool.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "util.h"
 
@@ -79,12 +84,64 @@ static void test_request_ids(void **state)
     assert_false(util_request_id_ok("", 0));
 }
 
+/* util_cpus_available against fake cgroup directories: v2 cpu.max, v1 cfs files, none. */
+static void write_file(const char *dir, const char *name, const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_cpus_available_honours_the_cgroup_quota(void **state)
+{
+    char dir[] = "/tmp/gw-cgroup-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    cpu_set_t set;
+    assert_int_equal(sched_getaffinity(0, sizeof(set), &set), 0);
+    int affinity = CPU_COUNT(&set);
+
+    /* no cgroup files: the affinity mask */
+    assert_int_equal(util_cpus_available(dir, 256), affinity);
+    assert_int_equal(util_cpus_available(dir, 1), 1); /* capped by MAX */
+    /* v2, no quota */
+    write_file(dir, "cpu.max", "max 100000\n");
+    assert_int_equal(util_cpus_available(dir, 256), affinity);
+    /* v2, half a CPU: rounded up to 1 */
+    write_file(dir, "cpu.max", "50000 100000\n");
+    assert_int_equal(util_cpus_available(dir, 256), 1);
+    /* v2, a quota above the machine's CPUs: the affinity mask wins */
+    write_file(dir, "cpu.max", "100000000 100000\n");
+    assert_int_equal(util_cpus_available(dir, 256), affinity);
+    char path[600];
+    snprintf(path, sizeof(path), "%s/cpu.max", dir);
+    unlink(path);
+    /* v1 */
+    char sub[600];
+    snprintf(sub, sizeof(sub), "%s/cpu", dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    write_file(dir, "cpu/cpu.cfs_quota_us", "-1\n");
+    write_file(dir, "cpu/cpu.cfs_period_us", "100000\n");
+    assert_int_equal(util_cpus_available(dir, 256), affinity);
+    write_file(dir, "cpu/cpu.cfs_quota_us", "100000\n");
+    assert_int_equal(util_cpus_available(dir, 256), 1);
+    snprintf(path, sizeof(path), "%s/cpu/cpu.cfs_quota_us", dir);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/cpu/cpu.cfs_period_us", dir);
+    unlink(path);
+    rmdir(sub);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_utf8_prefix_never_splits_a_character),
         cmocka_unit_test(test_copy_text_cuts_to_fit),
         cmocka_unit_test(test_request_ids),
+        cmocka_unit_test(test_cpus_available_honours_the_cgroup_quota),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
