@@ -28,7 +28,7 @@ MOCK_PKGS := libevent_core libevent_extra libevent_openssl openssl jansson
 TEST_PKGS := cmocka
 DEB_PKGS  := build-essential pkg-config libevent-dev libssl-dev libjansson-dev libpq-dev \
              libcmocka-dev libinih-dev node-llhttp postgresql python3 openssl curl clang \
-             clang-format xxd python3-prometheus-client
+             clang-format xxd python3-prometheus-client python3-yaml man-db
 
 # llhttp (Node's HTTP/1.1 parser) is compiled in from the C sources Debian's node-llhttp
 # installs; nothing of it is copied into this repository. Strict mode: no lenient parsing.
@@ -62,7 +62,7 @@ MOCK_OBJS := $(MOCK_SRCS:%.c=$(BUILD)/obj/%.o)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
-.PHONY: all test unit integration run asan fuzz bench deps format format-check clean
+.PHONY: all test unit integration run asan fuzz bench deps format format-check clean install
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/anymate-gateway $(BUILD)/anymate-mock $(UNIT_BINS)
@@ -169,6 +169,35 @@ format:
 	clang-format -i $(FORMAT_FILES)
 format-check:
 	clang-format --dry-run --Werror $(FORMAT_FILES)
+
+# make install [PREFIX=/usr/local] [DESTDIR=...]: the binary, the sample configurations, the
+# SQL (migrations, the analysts' read-only role), the dashboards, the man pages, the systemd
+# unit and the logrotate file. An existing gateway.conf is never overwritten (the sample is
+# always in $(DATADIR)/examples).
+PREFIX     ?= /usr/local
+SBINDIR    ?= $(PREFIX)/sbin
+DATADIR    ?= $(PREFIX)/share/anymate-gateway
+MANDIR     ?= $(PREFIX)/share/man
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR    ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
+install: $(BUILD)/anymate-gateway
+	install -D -m 0755 $(BUILD)/anymate-gateway $(DESTDIR)$(SBINDIR)/anymate-gateway
+	install -d $(DESTDIR)$(DATADIR)/examples $(DESTDIR)$(DATADIR)/sql/migrations \
+	    $(DESTDIR)$(DATADIR)/sql/roles $(DESTDIR)$(DATADIR)/dashboards \
+	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(SYSCONFDIR)/anymate-gateway
+	install -m 0644 config/gateway.conf config/minimal.conf $(DESTDIR)$(DATADIR)/examples/
+	install -m 0644 sql/migrations/*.sql $(DESTDIR)$(DATADIR)/sql/migrations/
+	install -m 0644 sql/roles/*.sql $(DESTDIR)$(DATADIR)/sql/roles/
+	install -m 0644 docker/grafana/dashboards/*.json $(DESTDIR)$(DATADIR)/dashboards/
+	install -m 0644 docs/man/anymate-gateway.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 docs/man/anymate-gateway.conf.5 $(DESTDIR)$(MANDIR)/man5/
+	test -e $(DESTDIR)$(SYSCONFDIR)/anymate-gateway/gateway.conf || \
+	    install -m 0644 config/gateway.conf $(DESTDIR)$(SYSCONFDIR)/anymate-gateway/gateway.conf
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/logrotate.d
+	sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+	    config/systemd/anymate-gateway.service.in > $(DESTDIR)$(UNITDIR)/anymate-gateway.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/anymate-gateway.service
+	install -m 0644 config/logrotate/anymate-gateway $(DESTDIR)$(SYSCONFDIR)/logrotate.d/
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -281,6 +281,106 @@ class AuditTest(GatewayTest):
         self.assertEqual(value(ss, "gateway_audit_rows_pending"), 0)
         self.assertEqual(value(ss, "gateway_audit_rows_lost_total"), 0)
 
+    def analyst(self, q):
+        """Run Q as the read-only analyst role; (rows, error text)."""
+        cmd = [self.pg._bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--csv", "-t", "-d",
+               "host=127.0.0.1 port=%d dbname=%s user=anymate_analyst" % (self.pg.port, self.db)]
+        r = subprocess.run(cmd, input=q, capture_output=True, text=True, timeout=60)
+        rows = [line.split(",") for line in r.stdout.splitlines()]
+        return rows, (r.stderr if r.returncode else "")
+
+    def test_dashboards_queries_run_as_the_analyst_and_match_the_ledger(self):
+        """Every SQL query of the shipped KPI dashboard runs, as the read-only role, against a
+        ledger filled by a bot session and returns what the tables hold; that role reads the
+        views and cannot read a table or write anything; every metric the operations
+        dashboard uses is on /metrics."""
+        import glob
+        import re
+        from test_operations import samples, scrape
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        gw = self.audit_gateway()
+        # a bot session: runs with and without overrides, tasks, a refusal
+        for body in ({"overwriteSecondsSaved": 120}, {"overwriteEntries": 3}, {}):
+            run = self.call(gw, "GET", "/api/StartOrGetRun/runs/")[2]
+            body["runId"] = run["runId"]
+            self.assertEqual(self.call(gw, "POST", "/api/FinishRun/", body)[0], 200)
+        self.call(gw, "POST", "/api/CreateTasks/tasks/", [{"k": 1}, {"k": 2}])
+        t1 = self.call(gw, "GET", "/api/TakeNext/tasks/")[2]
+        self.assertEqual(self.call(gw, "POST", "/api/Solved/", {"taskId": t1["taskId"]})[0], 200)
+        t2 = self.call(gw, "GET", "/api/TakeNext/tasks/")[2]
+        self.assertEqual(self.call(gw, "POST", "/api/Manual/", {"taskId": t2["taskId"]})[0],
+                         200)
+        self.assertEqual(self.call(gw, "POST", "/api/FinishRun/", {"runId": "x"})[0], 422)
+        self.wait_rows("select 1 from audit_outcome", 5, "outcomes")
+        self.wait_rows("select 1 from finishrun_audit where decision = 'rejected'", 1,
+                       "the rejection")
+
+        r = self.pg.psql_raw(["-v", "analyst_password=secret", "-f",
+                              os.path.join(root, "sql/roles/analyst_readonly.sql")],
+                             dbname=self.db)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # the role reads the views, and nothing else
+        self.assertEqual(self.analyst("select count(*) from kpi_records")[0], [["5"]])
+        for q in ("select * from finishrun_audit", "select * from run_process",
+                  "insert into process_kpi_settings (process_key) values ('x')",
+                  "delete from audit_outcome", "update finishrun_audit set run_id = 1",
+                  "select * from gateway_ensure_partitions(1, 0)",
+                  "create table mine (a int)",
+                  "set default_transaction_read_only = off; create table mine (a int)"):
+            rows, err = self.analyst(q)
+            self.assertTrue(err, q)
+            self.assertRegex(err, "permission denied|read-only", q)
+
+        # the KPI dashboard's queries, Grafana's time macros replaced by literal dates
+        def expand(q):
+            q = q.replace("$__timeFrom()", "'2000-01-01T00:00:00Z'::timestamptz")
+            q = q.replace("$__timeTo()", "'2100-01-01T00:00:00Z'::timestamptz")
+            self.assertNotIn("$", q)
+            return q
+        with open(os.path.join(root, "docker/grafana/dashboards/kpi.json")) as f:
+            kpi = {p["title"]: p["targets"][0]["rawSql"] for p in json.load(f)["panels"]}
+        results = {}
+        for title, q in kpi.items():
+            rows, err = self.analyst(expand(q))
+            self.assertEqual(err, "", title)
+            results[title] = rows
+        truth = self.rows(
+            "select coalesce(sum(a.kpi_seconds_saved), 0) / 3600.0 from finishrun_audit a "
+            "join audit_outcome o using (request_id, received_at) where a.decision = "
+            "'accepted' and o.succeeded")[0][0]
+        truth_t = self.rows(
+            "select coalesce(sum(a.kpi_seconds_saved), 0) / 3600.0 from task_action_audit a "
+            "join audit_outcome o using (request_id, received_at) where a.decision = "
+            "'accepted' and o.succeeded")[0][0]
+        hours = sum(float(r[1]) for r in results["Hours saved per process (period)"])
+        self.assertAlmostEqual(hours, float(truth) + float(truth_t), places=6)
+        self.assertAlmostEqual(sum(float(r[2]) for r in
+                                   results["Hours saved per process per day"]), hours, places=6)
+        runs_tasks = results["Runs and tasks per day"]
+        self.assertEqual(sum(int(r[1]) for r in runs_tasks), 3)
+        self.assertEqual(sum(int(r[2]) for r in runs_tasks), 2)
+        over = results["Overrides used and their share"]
+        self.assertEqual([r[1:4] for r in over], [["2", "1", "1"]])
+        self.assertEqual(results["Rejections by reason"],
+                         [["finishrun.runid_not_integer", "FinishRun", "1", "1"]])
+        self.assertEqual(sum(int(r[1]) for r in results["Outcomes by status"]),
+                         int(self.rows("select count(*) from audit_outcome")[0][0]))
+        self.assertEqual(results["Records awaiting an outcome"], [["0"]])
+        self.assertEqual(results["Records without a KPI"], [["0"]])
+
+        # the operations dashboard: every metric it asks Prometheus for exists
+        _, fams = samples(scrape(gw))
+        names = set()
+        for fam in fams.values():
+            names.add(fam.name)
+            names.update(s.name for s in fam.samples)
+        with open(os.path.join(root, "docker/grafana/dashboards/operations.json")) as f:
+            exprs = [t["expr"] for p in json.load(f)["panels"] for t in p["targets"]]
+        used = set(m for e in exprs for m in re.findall(r"\bgateway_[a-z_]+", e))
+        spool_only = {n for n in used if n.startswith("gateway_spool_")}  # needs spool_dir
+        self.assertEqual(sorted(used - names - spool_only), [])
+        self.assertTrue(glob.glob(os.path.join(root, "docker/grafana/dashboards/*.json")))
+
     def test_unknown_run_is_recorded_as_unknown_not_guessed(self):
         gw = self.audit_gateway()
         s, h, ans = self.call(gw, "POST", "/api/FinishRun/", {"runId": 987654})

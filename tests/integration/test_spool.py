@@ -108,6 +108,16 @@ class SpoolTest(GatewayTest):
         self.assertGreater(report["return_items"], 10, report)
         self.assertEqual(report["ok_while_spooled"], 0, report)
         self.assertEqual(self.spool_stats(gw)["appended"], 0)
+        # the spool's metrics the operations dashboard reads are on /metrics
+        import re
+        from test_operations import samples, scrape
+        ss, _ = samples(scrape(gw))
+        names = {name for name, _ in ss}
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        with open(os.path.join(root, "docker/grafana/dashboards/operations.json")) as f:
+            used = set(re.findall(r"\bgateway_spool_[a-z_]+", f.read()))
+        self.assertTrue(used)
+        self.assertEqual(sorted(used - names), [])
 
     def test_database_stopped_mid_load_and_started_20s_later(self):
         gw = self.spool_gateway()
