@@ -33,6 +33,7 @@ struct admin {
     int nworkers;
     bool draining;
     uint64_t started_wall_ms;
+    uint64_t reloads_ok, reloads_failed, last_reload_ok_wall_ms;
 };
 
 static void reply_json(struct conn *c, int status, const char *allow, json_t *body)
@@ -389,6 +390,15 @@ static void metrics_page(struct admin *a, struct conn *c)
     gauge(&t, "gateway_worker_threads", "Worker threads configured.", a->nworkers);
     gauge(&t, "gateway_worker_threads_running", "Worker threads running their loop.", running);
     gauge(&t, "gateway_draining", "1 while the gateway shuts down.", a->draining || draining);
+    metrics_family(&t, "gateway_config_reloads_total", "counter",
+                   "SIGHUP reloads, by result (failure: the file had errors, the running "
+                   "configuration stayed).");
+    metrics_sample_u64(&t, "gateway_config_reloads_total", "result=\"success\"", a->reloads_ok);
+    metrics_sample_u64(&t, "gateway_config_reloads_total", "result=\"failure\"", a->reloads_failed);
+    gauge(&t, "gateway_config_last_reload_success_timestamp_seconds",
+          "When the configuration in force was loaded (start or last successful reload).",
+          (double)(a->last_reload_ok_wall_ms ? a->last_reload_ok_wall_ms : a->started_wall_ms) /
+              1000.0);
     render_requests(a, &t);
     render_refusals(a, &t);
     gauge(&t, "gateway_requests_in_flight", "Requests being handled now.", (double)SUM(inflight));
@@ -491,6 +501,18 @@ struct admin *admin_new(struct event_base *base, int fd, struct worker **workers
         return NULL;
     }
     return a;
+}
+
+void admin_note_reload(struct admin *a, bool ok)
+{
+    if (!a)
+        return;
+    if (ok) {
+        a->reloads_ok++;
+        a->last_reload_ok_wall_ms = util_wall_ms();
+    } else {
+        a->reloads_failed++;
+    }
 }
 
 void admin_set_draining(struct admin *a)

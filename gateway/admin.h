@@ -7,6 +7,7 @@
 #ifndef GW_ADMIN_H
 #define GW_ADMIN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct event_base;
@@ -19,6 +20,8 @@ struct spool;
 struct admin *admin_new(struct event_base *base, int fd, struct worker **workers, int nworkers,
                         struct spool *spool, char *errbuf, size_t errlen);
 void admin_set_draining(struct admin *a);
+/* A SIGHUP reload succeeded or was refused (counted on /metrics). Main thread. */
+void admin_note_reload(struct admin *a, bool ok);
 void admin_free(struct admin *a);
 
 #endif

@@ -395,6 +395,14 @@ static struct timeval ms_tv(uint32_t ms)
     return tv;
 }
 
+void audit_thread_reconfigure(struct audit_thread *a, const struct config *cfg)
+{
+    if (!a)
+        return;
+    pgw_set_tuning(a->db, cfg->audit.batch_size, cfg->audit.batch_delay_ms, cfg->audit.queue_size,
+                   cfg->audit.reconnect_max_ms);
+}
+
 int audit_thread_new(struct gw_ctx *ctx, struct spool *spool, struct audit_thread **out,
                      char *errbuf, size_t errlen)
 {
@@ -562,7 +570,7 @@ static struct ledger_rec *audit_record(struct audit_thread *a, struct gw_request
                                        const struct payload_result *p, unsigned index,
                                        const char *pk)
 {
-    const struct config *cfg = a->ctx->cfg;
+    const struct config *cfg = r->cfg; /* the request's snapshot, also after a reload */
     const struct route *rt = r->match.route;
     bool accepted = p != NULL;
     struct identity who;
@@ -681,7 +689,7 @@ static void commit_timeout_cb(evutil_socket_t fd, short what, void *arg)
         if (all) {
             rec->extended = true;
             rec->appended = true;
-            struct timeval tv = ms_tv(rec->a->ctx->cfg->audit.commit_timeout_ms);
+            struct timeval tv = ms_tv(rec->r->cfg->audit.commit_timeout_ms);
             evtimer_add(rec->timer, &tv);
             return;
         }
@@ -722,7 +730,7 @@ static const char *process_bounds(const struct config *cfg, const struct audit_i
 static void write_records(struct audit_rec *rec)
 {
     struct gw_request *r = rec->r;
-    const struct config *cfg = rec->a->ctx->cfg;
+    const struct config *cfg = r->cfg;
     char msg[240];
     for (size_t i = 0; i < rec->nitems; i++) {
         const char *code = process_bounds(cfg, &rec->items[i], r->items != NULL, msg, sizeof(msg));
@@ -803,7 +811,7 @@ static enum request_next audit_phase(struct gw_request *r)
         request_reply_refusal(r, 503, "internal.no_memory", "out of memory");
         return REQUEST_DONE;
     }
-    struct timeval tv = ms_tv(r->ctx->cfg->audit.commit_timeout_ms);
+    struct timeval tv = ms_tv(r->cfg->audit.commit_timeout_ms);
     evtimer_add(rec->timer, &tv);
     r->cancel = rec_cancel;
 
@@ -890,7 +898,7 @@ static void learn_timeout_cb(evutil_socket_t fd, short what, void *arg)
                 all &= lrec_to_spool(lw->maps[i]);
         if (all) {
             lw->extended = true;
-            struct timeval tv = ms_tv(lw->r->ctx->cfg->audit.commit_timeout_ms);
+            struct timeval tv = ms_tv(lw->r->cfg->audit.commit_timeout_ms);
             evtimer_add(lw->timer, &tv);
             return;
         }
@@ -1058,7 +1066,7 @@ static enum request_next response_phase(struct gw_request *r)
     if (!lw || lw->pending == 0)
         return REQUEST_NEXT;
     r->cancel = learn_cancel;
-    struct timeval tv = ms_tv(r->ctx->cfg->audit.commit_timeout_ms);
+    struct timeval tv = ms_tv(r->cfg->audit.commit_timeout_ms);
     evtimer_add(lw->timer, &tv);
     return REQUEST_AGAIN;
 }

@@ -25,6 +25,7 @@
 
 struct gw_ctx;
 struct audit_thread;
+struct config;
 struct spool;
 
 /* Register the hooks. Once, before workers start. 0, or -1. */
@@ -35,6 +36,10 @@ int audit_init(void);
 int audit_thread_new(struct gw_ctx *ctx, struct spool *spool, struct audit_thread **out,
                      char *errbuf, size_t errlen);
 void audit_thread_free(struct audit_thread *a);
+
+/* A reloaded configuration (the worker has made CFG its ctx->cfg): the database writer's
+ * batch size and delay, queue bound and reconnect ceiling follow it. A accepts NULL. */
+void audit_thread_reconfigure(struct audit_thread *a, const struct config *cfg);
 
 /* For /readyz: connected to the database (true when the ledger is off). */
 bool audit_thread_ready(const struct audit_thread *a);

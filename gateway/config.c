@@ -137,14 +137,14 @@ static const struct key keys[] = {
 
     {"admin", "listen", T_HOSTPORT, 0, 0, "127.0.0.1:9090", false, FIELD(admin.listen), NULL, NULL},
 
-    {"upstream", "client_id", T_STRING, 1, 63, NULL, false, FIELD(upstream.client_id),
+    {"upstream", "client_id", T_STRING, 1, 63, NULL, true, FIELD(upstream.client_id),
      "your Anymate client id: 1..63 letters, digits or '-', not starting or ending with '-'",
      check_dns_label},
-    {"upstream", "api_url", T_URL, 0, 0, NULL, false, FIELD(upstream.api),
+    {"upstream", "api_url", T_URL, 0, 0, NULL, true, FIELD(upstream.api),
      "default https://CLIENT_ID.anymate.app", NULL},
-    {"upstream", "auth_url", T_URL, 0, 0, NULL, false, FIELD(upstream.auth),
+    {"upstream", "auth_url", T_URL, 0, 0, NULL, true, FIELD(upstream.auth),
      "default https://CLIENT_ID.auth.anymate.app", NULL},
-    {"upstream", "ca_file", T_PATH, 0, 0, NULL, false, FIELD(upstream.ca_file),
+    {"upstream", "ca_file", T_PATH, 0, 0, NULL, true, FIELD(upstream.ca_file),
      "a readable PEM file of CA certificates; leave unset for the system trust store", NULL},
     {"upstream", "connect_timeout", T_DURATION, 10, 5 * MS_MIN, "5s", true,
      FIELD(upstream.connect_timeout_ms), NULL, NULL},
@@ -185,7 +185,7 @@ static const struct key keys[] = {
      "a libpq connection string (host=... dbname=...) or a postgresql:// URI, 1..4096 "
      "characters; leave unset to turn the audit ledger off",
      NULL},
-    {"audit", "auto_migrate", T_BOOL, 0, 1, "off", true, FIELD(audit.auto_migrate), NULL, NULL},
+    {"audit", "auto_migrate", T_BOOL, 0, 1, "off", false, FIELD(audit.auto_migrate), NULL, NULL},
     {"audit", "commit_timeout", T_DURATION, 10, 60 * MS_SEC, "2s", true,
      FIELD(audit.commit_timeout_ms), NULL, NULL},
     {"audit", "batch_size", T_INT, 1, 10000, "512", true, FIELD(audit.batch_size), NULL, NULL},
@@ -201,7 +201,7 @@ static const struct key keys[] = {
      FIELD(audit.settings_refresh_ms), NULL, NULL},
     {"audit", "partitions_ahead", T_INT, 1, 366, "7", true, FIELD(audit.partitions_ahead), NULL,
      NULL},
-    {"audit", "map_cache_size", T_INT, 0, 100000000, "100000", true, FIELD(audit.map_cache_size),
+    {"audit", "map_cache_size", T_INT, 0, 100000000, "100000", false, FIELD(audit.map_cache_size),
      NULL, NULL},
     {"audit", "spool_dir", T_DIR, 0, 0, NULL, false, FIELD(audit.spool_dir),
      "a directory for the ledger's local spool (made if missing; its parent must exist); leave "
@@ -209,8 +209,8 @@ static const struct key keys[] = {
      NULL},
     {"audit", "spool_max_bytes", T_SIZE, 1 * MIB, 1024 * GIB, "1g", true,
      FIELD(audit.spool_max_bytes), NULL, NULL},
-    {"audit", "spool_replay_rate", T_INT, 0, 10000000, "5000", true, FIELD(audit.spool_replay_rate),
-     "rows per second, 0 for no limit", NULL},
+    {"audit", "spool_replay_rate", T_INT, 0, 10000000, "5000", false,
+     FIELD(audit.spool_replay_rate), "rows per second, 0 for no limit", NULL},
     {"audit", "refusal_records_per_second", T_INT, 0, 1000000, "100", true,
      FIELD(audit.refusal_records_per_second), NULL, NULL},
 
@@ -1109,6 +1109,7 @@ static void clear_value(struct config *cfg, const struct key *k)
     case T_SECRET:
     case T_PATH:
     case T_DIR:
+    case T_OUTFILE:
         free(*(char **)p);
         *(char **)p = NULL;
         break;
@@ -2025,6 +2026,64 @@ int config_reload_check(const struct config *old, const struct config *next,
         rc = -1;
     }
     return rc;
+}
+
+static int copy_str(char **dst, const char *src)
+{
+    char *c = src ? strdup(src) : NULL;
+    if (src && !c)
+        return -1;
+    free(*dst);
+    *dst = c;
+    return 0;
+}
+
+int config_keep_restart_values(struct config *next, const struct config *old)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct key *k = &keys[i];
+        if (k->reloadable || key_named(k) || same_value(old, next, k))
+            continue;
+        void *d = field(next, k);
+        const void *o = cfield(old, k);
+        switch (k->type) {
+        case T_STRING:
+        case T_SECRET:
+        case T_PATH:
+        case T_DIR:
+        case T_OUTFILE:
+            if (copy_str((char **)d, *(char *const *)o) != 0)
+                return -1;
+            break;
+        case T_HOSTPORT: {
+            struct config_hostport *dh = d;
+            const struct config_hostport *oh = o;
+            if (copy_str(&dh->host, oh->host) != 0)
+                return -1;
+            dh->port = oh->port;
+            break;
+        }
+        case T_URL: {
+            struct config_url *du = d;
+            const struct config_url *ou = o;
+            if (copy_str(&du->text, ou->text) != 0 || copy_str(&du->host, ou->host) != 0)
+                return -1;
+            du->port = ou->port;
+            du->tls = ou->tls;
+            break;
+        }
+        case T_BOOL:
+            *(bool *)d = *(const bool *)o;
+            break;
+        case T_ENUM:
+            *(int *)d = *(const int *)o;
+            break;
+        default:
+            memcpy(d, o, k->size);
+            break;
+        }
+    }
+    return 0;
 }
 
 const struct config_endpoint *config_endpoint_find(const struct config *cfg, const char *name)

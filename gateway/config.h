@@ -205,6 +205,11 @@ void config_errors_free(struct config_errors *errs);
 int config_reload_check(const struct config *old, const struct config *next,
                         struct config_errors *errs);
 
+/* Give NEXT the values OLD has for every key that does not reload (after config_reload_check
+ * reported them), so that NEXT can run in OLD's place: those keep their running value. Copies
+ * what it owns (strings); 0, or -1 when out of memory (NEXT is then unusable). */
+int config_keep_restart_values(struct config *next, const struct config *old);
+
 /*
  * Value parsers shared with the rest of the gateway; each returns 0, or -1 with a static
  * message in *WHY. No allocation except where an out-parameter is documented as owned.

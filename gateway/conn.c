@@ -868,6 +868,13 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
     }
 }
 
+void conn_server_set_limits(struct conn_server *srv, const struct conn_limits *lim)
+{
+    uint32_t max = srv->lim.max_connections;
+    srv->lim = *lim;
+    srv->lim.max_connections = max;
+}
+
 struct conn_server *conn_server_new(struct event_base *base, int fd, const struct conn_limits *lim,
                                     SSL_CTX *tls, conn_request_fn fn, void *arg,
                                     struct gw_stats *stats, char *errbuf, size_t errlen)

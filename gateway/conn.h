@@ -81,6 +81,10 @@ struct conn_server *conn_server_new(struct event_base *base, int fd, const struc
                                     SSL_CTX *tls, conn_request_fn fn, void *arg,
                                     struct gw_stats *stats, char *errbuf, size_t errlen);
 
+/* A reloaded configuration's limits (all but max_connections, which needs a restart): new
+ * heads and phases use them; a connection's buffers keep the size they have. Worker thread. */
+void conn_server_set_limits(struct conn_server *srv, const struct conn_limits *lim);
+
 /* Serve FD, an already connected socket, as a bot's connection (unit tests over socketpairs;
  * a server made with FD -1 accepts nothing else). */
 void conn_server_adopt(struct conn_server *srv, int fd);

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -50,7 +51,10 @@ static void usage(FILE *out)
 }
 
 struct app {
-    struct config *cfg;
+    struct config *cfg;     /* the start-up snapshot (its restart-only keys stay in force) */
+    struct config *current; /* a reference: the snapshot in force, after reloads */
+    SSL_CTX *client_tls;    /* a reference: upstream TLS of the snapshot in force, or NULL */
+    struct stat ca_st;      /* of its ca_file when it was read (a reload rereads a changed one) */
     struct event_base *base;
     struct worker *workers[MAX_THREADS];
     int nworkers;
@@ -100,11 +104,103 @@ static void reap_cb(evutil_socket_t fd, short what, void *arg)
     event_base_loopexit(app->base, NULL);
 }
 
+static bool same_file_version(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/* Log ERRS one line each under MSG. */
+static void log_errors(int level, const char *msg, const struct config_errors *errs)
+{
+    char esc[1200];
+    for (size_t i = 0; i < errs->count; i++)
+        log_msg(level, msg, "\"error\":\"%s\"", log_json_escape(errs->msgs[i], esc, sizeof(esc)));
+}
+
+/*
+ * SIGHUP: read and check the whole file again. A file with errors is refused (each error logged
+ * with FILE:LINE) and the running configuration stays. Otherwise keys that need a restart are
+ * reported and keep their running value, a changed trust store gets a new TLS context, and every
+ * worker takes the new snapshot for its new requests (worker_reload).
+ */
+static void reload(struct app *app)
+{
+    struct config_errors errs = {0};
+    char path[4096], err[600], esc[700];
+    snprintf(path, sizeof(path), "%s", app->current->path);
+    struct config *next = config_load(path, &errs);
+    if (!next) {
+        log_errors(LOG_LEVEL_ERROR,
+                   "configuration reload refused: the file has errors; the running "
+                   "configuration stays",
+                   &errs);
+        config_errors_free(&errs);
+        admin_note_reload(app->admin, false);
+        return;
+    }
+    config_errors_free(&errs);
+    if (config_reload_check(app->current, next, &errs) != 0)
+        log_errors(LOG_LEVEL_WARN,
+                   "configuration reload: a key that needs a restart changed; it keeps its "
+                   "running value",
+                   &errs);
+    config_errors_free(&errs);
+    if (config_keep_restart_values(next, app->current) != 0) {
+        log_error("configuration reload refused: out of memory", "");
+        config_unref(next);
+        admin_note_reload(app->admin, false);
+        return;
+    }
+    SSL_CTX *tls = app->client_tls;
+    bool need_tls = next->upstream.api.tls || next->upstream.auth.tls;
+    struct stat st = {0};
+    if (next->upstream.ca_file)
+        stat(next->upstream.ca_file, &st);
+    bool same_store =
+        (next->upstream.ca_file == NULL) == (app->current->upstream.ca_file == NULL) &&
+        (!next->upstream.ca_file ||
+         (strcmp(next->upstream.ca_file, app->current->upstream.ca_file) == 0 &&
+          same_file_version(&st, &app->ca_st)));
+    if (need_tls && (!tls || !same_store)) {
+        /* the trust store is read again: another file, or the same one changed in place */
+        tls = tls_client_ctx_new(next->upstream.ca_file, err, sizeof(err));
+        if (!tls) {
+            log_error("configuration reload refused: the upstream trust store cannot be "
+                      "loaded; the running configuration stays",
+                      "\"reason\":\"%s\"", log_json_escape(err, esc, sizeof(esc)));
+            config_unref(next);
+            admin_note_reload(app->admin, false);
+            return;
+        }
+    } else if (tls) {
+        SSL_CTX_up_ref(tls);
+    }
+    for (int i = 0; i < app->nworkers; i++) {
+        if (tls)
+            SSL_CTX_up_ref(tls);
+        worker_reload(app->workers[i], config_ref(next), tls);
+    }
+    log_set_level(next->log.level);
+    config_unref(app->current);
+    app->current = next;
+    if (app->client_tls)
+        SSL_CTX_free(app->client_tls);
+    app->client_tls = tls; /* the reference taken above */
+    app->ca_st = st;
+    admin_note_reload(app->admin, true);
+    log_info("configuration reloaded (SIGHUP)", "\"path\":\"%s\",\"threads\":%d",
+             log_json_escape(path, esc, sizeof(esc)), app->nworkers);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct app *app = arg;
     if (sig == SIGHUP) {
-        log_warn("SIGHUP received: configuration reload is not implemented yet; ignoring", "");
+        if (app->stopping)
+            log_warn("SIGHUP during shutdown: not reloaded", "");
+        else
+            reload(app);
         return;
     }
     if (sig == SIGUSR1) {
@@ -133,7 +229,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 
 static int run(struct config *cfg)
 {
-    struct app app = {.cfg = cfg};
+    struct app app = {.cfg = cfg, .current = config_ref(cfg)};
     char err[512];
     int rc = 1;
     SSL_CTX *ssl_ctx = NULL, *server_tls = NULL;
@@ -223,6 +319,11 @@ static int run(struct config *cfg)
             goto out;
         }
     }
+    app.client_tls = ssl_ctx;
+    if (ssl_ctx)
+        SSL_CTX_up_ref(ssl_ctx);
+    if (cfg->upstream.ca_file)
+        stat(cfg->upstream.ca_file, &app.ca_st);
     app.base = event_base_new();
     app.reap = app.base ? event_new(app.base, -1, EV_PERSIST, reap_cb, &app) : NULL;
     if (!app.base || !app.reap) {
@@ -312,6 +413,9 @@ out:
         event_base_free(app.base);
     if (ssl_ctx)
         SSL_CTX_free(ssl_ctx);
+    if (app.client_tls)
+        SSL_CTX_free(app.client_tls);
+    config_unref(app.current);
     if (server_tls)
         SSL_CTX_free(server_tls);
     return rc;

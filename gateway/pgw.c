@@ -1050,6 +1050,15 @@ static void on_notice(void *arg, const PGresult *res)
              log_json_escape(arg ? (const char *)arg : "", e3, sizeof(e3)));
 }
 
+void pgw_set_tuning(struct pgw *p, uint32_t batch_size, uint32_t batch_delay_ms,
+                    uint32_t queue_size, uint32_t reconnect_max_ms)
+{
+    p->opt.batch_size = batch_size;
+    p->opt.batch_delay_ms = batch_delay_ms;
+    p->opt.queue_size = queue_size;
+    p->opt.reconnect_max_ms = reconnect_max_ms;
+}
+
 void pgw_log_notices(PGconn *conn, const char *who)
 {
     if (conn)

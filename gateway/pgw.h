@@ -134,6 +134,11 @@ size_t pgw_queued(const struct pgw *p);
  */
 char *pgw_array_literal(const char *const *values, size_t n);
 
+/* A reloaded configuration's batch size, batch delay, queue bound and reconnect ceiling; they
+ * apply from the next batch (what is queued stays queued). */
+void pgw_set_tuning(struct pgw *p, uint32_t batch_size, uint32_t batch_delay_ms,
+                    uint32_t queue_size, uint32_t reconnect_max_ms);
+
 /* Route CONN's server messages (warnings; notices are filtered out below WARNING) to the JSON
  * log instead of libpq's default, a raw line on stderr. WHO names the connection's owner. */
 void pgw_log_notices(PGconn *conn, const char *who);

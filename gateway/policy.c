@@ -138,7 +138,7 @@ static enum request_next refuse(struct gw_request *r, int status, const char *co
  * whole (validated endpoints) or streamed through. */
 static enum request_next policy_head(struct gw_request *r)
 {
-    const struct config *cfg = r->ctx->cfg;
+    const struct config *cfg = r->cfg;
     const struct route *rt = r->match.route;
 
     if (strcmp(rt->name, "api.other") == 0 && !cfg->policy.forward_unknown_api)
@@ -193,7 +193,7 @@ static enum request_next policy_head(struct gw_request *r)
 /* After the body (read whole): the payload contract and the KPI bounds. */
 static enum request_next policy_body(struct gw_request *r)
 {
-    const struct config *cfg = r->ctx->cfg;
+    const struct config *cfg = r->cfg;
     const struct route *rt = r->match.route;
     if (!validated(rt))
         return REQUEST_NEXT;

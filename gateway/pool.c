@@ -104,6 +104,7 @@ struct pool {
     struct pconn_list idle;
     struct call_list waiters;
     uint32_t nconns, nidle, nwaiting;
+    uint32_t ncalls; /* calls alive (started, not yet freed) */
     struct pool_stats st;
     struct gw_pool_gauges *gauges; /* NULL: not published */
 };
@@ -610,6 +611,7 @@ struct upstream_call *upstream_call_start(struct pool *p, const struct upstream_
     struct upstream_call *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
+    p->ncalls++;
     c->pool = p;
     c->req = *req;
     c->ops = ops;
@@ -683,6 +685,7 @@ void upstream_call_free(struct upstream_call *c)
     bytes_free(&c->body);
     free(c->head);
     free(c);
+    p->ncalls--;
 }
 
 int upstream_call_status(const struct upstream_call *c)
@@ -870,6 +873,17 @@ void pool_free(struct pool *p)
     event_del(&p->dns_timer);
     tls_session_slot_clear(&p->session);
     free(p);
+}
+
+bool pool_quiet(const struct pool *p)
+{
+    return p->ncalls == 0 && p->nwaiting == 0 && p->nconns == p->nidle;
+}
+
+void pool_set_config(struct pool *p, const struct config *cfg, const struct config_url *url)
+{
+    p->cfg = cfg;
+    p->url = url;
 }
 
 void pool_set_gauges(struct pool *p, struct gw_pool_gauges *g)

@@ -68,6 +68,14 @@ void pool_get_stats(const struct pool *p, struct pool_stats *out);
  * outlive the pool). */
 struct gw_pool_gauges;
 void pool_set_gauges(struct pool *p, struct gw_pool_gauges *g);
+
+/* A reloaded configuration for the same upstream (host, port and scheme unchanged): CFG and URL
+ * replace the borrowed ones from now on (calls in flight read their limits afresh). */
+void pool_set_config(struct pool *p, const struct config *cfg, const struct config_url *url);
+
+/* No call alive and no connection in use: pool_free may run (a retired pool after a reload
+ * waits for this; its idle connections are closed then). */
+bool pool_quiet(const struct pool *p);
 const char *pool_host(const struct pool *p); /* the Host header value for this upstream */
 const char *pool_name(const struct pool *p);
 

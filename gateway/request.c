@@ -163,7 +163,7 @@ static void wake(struct gw_request *r)
 
 static bool budget_take(struct gw_request *r, size_t n)
 {
-    size_t limit = r->ctx->cfg->server.max_buffered_body;
+    size_t limit = r->cfg->server.max_buffered_body;
     size_t now = atomic_fetch_add(&buffered_total, n) + n;
     if (now > limit) {
         atomic_fetch_sub(&buffered_total, n);
@@ -233,7 +233,7 @@ static void count_request(struct gw_request *r, uint64_t total_us)
  */
 static void access_log(struct gw_request *r, uint64_t total_us)
 {
-    if (!r->ctx->cfg->log.access_log)
+    if (!r->cfg->log.access_log)
         return;
     const struct route *rt = r->match.route;
     struct identity who;
@@ -302,6 +302,7 @@ static void request_finish(struct gw_request *r)
     bytes_free(&r->up_head);
     bytes_free(&r->reply_head);
     free(r->items);
+    config_unref(r->cfg);
     free(r);
 }
 
@@ -786,7 +787,7 @@ static enum request_next phase_body(struct gw_request *r)
 static int build_upstream_head(struct gw_request *r, struct pool *pool)
 {
     struct bytes *b = &r->up_head;
-    const struct config *cfg = r->ctx->cfg;
+    const struct config *cfg = r->cfg;
     const char *host = pool_host(pool);
     const char *xff = cfg->server.x_forwarded_for ? request_header(r, "X-Forwarded-For") : NULL;
     bool keep[HTTP1_MAX_FIELDS];
@@ -968,7 +969,8 @@ static struct gw_request *request_new(struct gw_ctx *ctx, struct conn *c,
         r->t_start_us = util_now_us();
     r->t_start_ms = r->t_start_us / 1000;
     r->t_wall_ms = util_wall_ms();
-    r->body_limit = ctx->cfg->server.max_body_size;
+    r->cfg = config_ref(ctx->cfg);
+    r->body_limit = r->cfg->server.max_body_size;
     util_uuid7(r->id);
     conn_peer_addr(c, &r->peer_addr);
     r->method = r->target = "-";
@@ -988,7 +990,7 @@ static struct gw_request *request_new(struct gw_ctx *ctx, struct conn *c,
     event_assign(&r->wake, ctx->base, -1, 0, wake_cb, r);
     evtimer_assign(&r->deadline, ctx->base, deadline_cb, r);
     uint64_t spent = util_now_ms() - r->t_start_ms;
-    uint64_t ms = ctx->cfg->server.request_timeout_ms;
+    uint64_t ms = r->cfg->server.request_timeout_ms;
     ms = ms > spent ? ms - spent : 0;
     struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
     evtimer_add(&r->deadline, &tv);

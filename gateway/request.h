@@ -56,7 +56,8 @@ typedef enum request_next (*request_hook_fn)(struct gw_request *r);
 struct gw_request {
     TAILQ_ENTRY(gw_request) link; /* on ctx->requests */
     struct gw_ctx *ctx;
-    struct conn *conn; /* the bot's connection; NULL once it is gone or the reply handed over */
+    struct config *cfg; /* a reference: the snapshot the request started under (reloads) */
+    struct conn *conn;  /* the bot's connection; NULL once it is gone or the reply handed over */
     struct route_match match;
     char id[UTIL_REQUEST_ID_MAX + 1];
     /* From the head, copied (strings point into the request's own copy of the head). */

@@ -41,10 +41,28 @@ static bool quiet(struct worker *w)
            audit_thread_flushed(w->ctx.audit);
 }
 
+/* Free the retired pools that have finished their calls. */
+static void reap_retired(struct worker *w)
+{
+    for (int i = 0; i < w->nretired;) {
+        struct retired_pool *rp = &w->retired[i];
+        if (!pool_quiet(rp->pool)) {
+            i++;
+            continue;
+        }
+        pool_free(rp->pool);
+        config_unref(rp->cfg);
+        if (rp->tls)
+            SSL_CTX_free(rp->tls);
+        w->retired[i] = w->retired[--w->nretired];
+    }
+}
+
 static void janitor_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
     publish_status(w);
+    reap_retired(w);
     if (w->ctx.draining && quiet(w))
         event_base_loopexit(w->ctx.base, NULL);
 }
@@ -66,13 +84,109 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
     evtimer_add(w->deadline, &tv);
 }
 
+static struct conn_limits limits_of(const struct config *cfg)
+{
+    uint32_t threads = cfg->server.threads > 0 ? (uint32_t)cfg->server.threads : 1;
+    struct conn_limits lim = {
+        .max_header_size = cfg->server.max_header_size,
+        .header_timeout_ms = cfg->server.client_header_timeout_ms,
+        .body_timeout_ms = cfg->server.client_body_timeout_ms,
+        .idle_timeout_ms = cfg->server.client_timeout_ms,
+        .send_timeout_ms = cfg->server.client_timeout_ms,
+        .max_connections = (cfg->server.max_connections + threads - 1) / threads,
+    };
+    return lim;
+}
+
+static bool same_upstream(const struct config_url *a, const struct config_url *b)
+{
+    return a->port == b->port && a->tls == b->tls && a->host && b->host &&
+           strcmp(a->host, b->host) == 0;
+}
+
+/* Take the snapshot the main thread handed over (worker_reload), in this thread. */
+static void apply_reload(struct worker *w)
+{
+    pthread_mutex_lock(&w->reload_mu);
+    struct config *cfg = w->pending_cfg;
+    SSL_CTX *tls = w->pending_tls;
+    w->pending_cfg = NULL;
+    w->pending_tls = NULL;
+    pthread_mutex_unlock(&w->reload_mu);
+    if (!cfg)
+        return;
+    struct gw_ctx *ctx = &w->ctx;
+    struct conn_limits lim = limits_of(cfg);
+    conn_server_set_limits(w->server, &lim);
+    const struct config_url *urls[ROUTE_UPSTREAM_COUNT] = {&cfg->upstream.api, &cfg->upstream.auth};
+    const char *names[ROUTE_UPSTREAM_COUNT] = {"api", "auth"};
+    int replaced = 0;
+    for (int i = 0; i < ROUTE_UPSTREAM_COUNT; i++) {
+        const struct config_url *old_url = i == 0 ? &w->cfg->upstream.api : &w->cfg->upstream.auth;
+        bool same_tls = !urls[i]->tls || tls == w->client_tls;
+        if (same_upstream(old_url, urls[i]) && same_tls) {
+            pool_set_config(ctx->pools[i], cfg, urls[i]);
+            continue;
+        }
+        struct pool *np = pool_new(ctx->base, ctx->dns, tls, urls[i], cfg, names[i], &w->stats);
+        if (!np || w->nretired == (int)(sizeof(w->retired) / sizeof(w->retired[0]))) {
+            /* keep the running pool rather than lose the upstream */
+            pool_free(np);
+            log_error("reload: the upstream pool could not be replaced; it keeps its address",
+                      "\"thread\":%d,\"upstream\":\"%s\"", w->index, names[i]);
+            continue;
+        }
+        struct retired_pool *rp = &w->retired[w->nretired++];
+        rp->pool = ctx->pools[i];
+        rp->cfg = config_ref(w->cfg);
+        rp->tls = w->client_tls;
+        if (rp->tls)
+            SSL_CTX_up_ref(rp->tls);
+        pool_set_gauges(rp->pool, NULL);
+        ctx->pools[i] = np;
+        pool_set_gauges(np, &w->stats.pools[i]);
+        replaced++;
+    }
+    audit_thread_reconfigure(ctx->audit, cfg);
+    config_unref(w->cfg);
+    w->cfg = cfg;
+    ctx->cfg = cfg;
+    if (w->client_tls)
+        SSL_CTX_free(w->client_tls);
+    w->client_tls = tls;
+    log_info("configuration reloaded", "\"thread\":%d,\"pools_replaced\":%d", w->index, replaced);
+    publish_status(w);
+}
+
+void worker_reload(struct worker *w, struct config *cfg, SSL_CTX *client_tls)
+{
+    pthread_mutex_lock(&w->reload_mu);
+    struct config *old_cfg = w->pending_cfg;
+    SSL_CTX *old_tls = w->pending_tls;
+    w->pending_cfg = cfg;
+    w->pending_tls = client_tls;
+    pthread_mutex_unlock(&w->reload_mu);
+    config_unref(old_cfg);
+    if (old_tls)
+        SSL_CTX_free(old_tls);
+    ssize_t n = write(w->stop_pipe[1], "r", 1);
+    (void)n; /* a full pipe already wakes the loop; the snapshot waits under the lock */
+}
+
 static void stop_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
-    char drop[16];
-    while (read(fd, drop, sizeof(drop)) > 0) {
-    }
-    if (w->ctx.draining)
+    char buf[16];
+    bool stop = false, reload = false;
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof(buf))) > 0)
+        for (ssize_t i = 0; i < n; i++) {
+            stop |= buf[i] == 's';
+            reload |= buf[i] == 'r';
+        }
+    if (reload || !stop)
+        apply_reload(w); /* also on a full pipe: a pending snapshot is taken either way */
+    if (!stop || w->ctx.draining)
         return;
     w->ctx.draining = true;
     STAT_SET(&w->stats, draining, true);
@@ -98,6 +212,10 @@ struct worker *worker_new(int index, struct config *cfg, SSL_CTX *client_tls, SS
     }
     w->index = index;
     w->cfg = config_ref(cfg);
+    pthread_mutex_init(&w->reload_mu, NULL);
+    w->client_tls = client_tls;
+    if (client_tls)
+        SSL_CTX_up_ref(client_tls);
     w->stop_pipe[0] = w->stop_pipe[1] = -1;
     struct gw_ctx *ctx = &w->ctx;
     ctx->index = index;
@@ -126,15 +244,7 @@ struct worker *worker_new(int index, struct config *cfg, SSL_CTX *client_tls, SS
         close(fd);
         goto fail;
     }
-    uint32_t threads = cfg->server.threads > 0 ? (uint32_t)cfg->server.threads : 1;
-    struct conn_limits lim = {
-        .max_header_size = cfg->server.max_header_size,
-        .header_timeout_ms = cfg->server.client_header_timeout_ms,
-        .body_timeout_ms = cfg->server.client_body_timeout_ms,
-        .idle_timeout_ms = cfg->server.client_timeout_ms,
-        .send_timeout_ms = cfg->server.client_timeout_ms,
-        .max_connections = (cfg->server.max_connections + threads - 1) / threads,
-    };
+    struct conn_limits lim = limits_of(cfg);
     w->server = conn_server_new(ctx->base, fd, &lim, server_tls, request_on_head, ctx, &w->stats,
                                 errbuf, errlen);
     if (!w->server)
@@ -222,6 +332,12 @@ void worker_join_and_free(struct worker *w)
     conn_server_free(w->server);
     for (int i = 0; i < ROUTE_UPSTREAM_COUNT; i++)
         pool_free(ctx->pools[i]);
+    for (int i = 0; i < w->nretired; i++) { /* their calls ended with the requests */
+        pool_free(w->retired[i].pool);
+        config_unref(w->retired[i].cfg);
+        if (w->retired[i].tls)
+            SSL_CTX_free(w->retired[i].tls);
+    }
     audit_thread_free(ctx->audit);
     if (w->janitor)
         event_free(w->janitor);
@@ -237,5 +353,11 @@ void worker_join_and_free(struct worker *w)
     if (ctx->base)
         event_base_free(ctx->base);
     config_unref(w->cfg);
+    config_unref(w->pending_cfg);
+    if (w->pending_tls)
+        SSL_CTX_free(w->pending_tls);
+    if (w->client_tls)
+        SSL_CTX_free(w->client_tls);
+    pthread_mutex_destroy(&w->reload_mu);
     free(w);
 }
