@@ -308,6 +308,13 @@ def main():
                 print("%-9s spool: %d rows in %d fdatasyncs (%.1f rows per sync), %.0f bytes per "
                       "row on disk" % ("", n, syncs, n / max(syncs, 1), nbytes / max(n, 1)))
             print()
+        size = cluster.psql(
+            "select coalesce(sum(pg_total_relation_size(c.oid)), 0) from pg_class c "
+            "where c.relkind = 'r' and c.relname ~ "
+            "'^(finishrun_audit|task_action_audit|audit_outcome|run_process|task_process)'")
+        nrows = ledger_rows(cluster)
+        print("PostgreSQL storage (tables, indexes, TOAST) per ledger row: %.0f bytes "
+              "(%d rows)" % (int(size[0][0]) / max(nrows, 1), nrows))
         ngx.terminate()
         up.terminate()
         ngx.wait(10)

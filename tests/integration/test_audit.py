@@ -368,6 +368,18 @@ class AuditTest(GatewayTest):
         self.assertEqual(results["Records awaiting an outcome"], [["0"]])
         self.assertEqual(results["Records without a KPI"], [["0"]])
 
+        # README's example queries for analysts run as the analyst, on the views alone
+        with open(os.path.join(root, "README.md")) as f:
+            readme = f.read()
+        section = readme.split("### Example queries", 1)[1].split("\n### ", 1)[0]
+        blocks = re.findall(r"```sql\n(.*?)```", section, re.S)
+        self.assertGreaterEqual(len(blocks), 1)
+        for stmt in [q for b in blocks for q in b.split(";") if q.strip()]:
+            if all(line.strip().startswith("--") for line in stmt.strip().splitlines()):
+                continue
+            rows, err = self.analyst(stmt + ";")
+            self.assertEqual(err, "", stmt)
+
         # the operations dashboard: every metric it asks Prometheus for exists
         _, fams = samples(scrape(gw))
         names = set()

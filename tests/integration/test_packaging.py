@@ -156,6 +156,27 @@ class InstallTest(GatewayTest):
         self.assertGreater(len(keys), 50)
 
 
+class ReadmeTest(unittest.TestCase):
+    def test_every_error_code_in_the_sources_is_in_the_readme(self):
+        codes = set()
+        for path in glob.glob(os.path.join(ROOT, "gateway", "*.c")):
+            with open(path) as f:
+                codes.update(re.findall(
+                    r'"((?:request|route|upstream|gateway|audit|internal|finishrun|task|json|'
+                    r'kpi|policy|auth|client)\.[a-z_]+)"', f.read()))
+        codes = {c for c in codes if not c.endswith((".h", ".c"))}
+        self.assertGreater(len(codes), 50)
+        with open(os.path.join(ROOT, "README.md")) as f:
+            readme = f.read()
+        self.assertEqual(sorted(c for c in codes if "`%s`" % c not in readme), [])
+
+    def test_the_readme_points_at_nothing_outside_the_repository(self):
+        with open(os.path.join(ROOT, "README.md")) as f:
+            readme = f.read()
+        for ref in ("design.md", "anymate-api.md", "style.md", "../shared"):
+            self.assertNotIn(ref, readme)
+
+
 class DockerTest(GatewayTest):
     def test_dockerfile_build_stage_gives_a_binary_with_migrations_and_its_libraries(self):
         stages = dict(dockerfile_stages())
