@@ -107,7 +107,7 @@ static const struct key keys[] = {
     {"server", "listen", T_HOSTPORT, 0, 0, "127.0.0.1:8080", false, FIELD(server.listen), NULL,
      NULL},
     {"server", "threads", T_INT, 0, 256, "0", false, FIELD(server.threads),
-     "0 = one per online CPU", NULL},
+     "0 = one per CPU the process may use", NULL},
     {"server", "max_header_size", T_SIZE, 1 * KIB, 1 * MIB, "16k", true,
      FIELD(server.max_header_size), NULL, NULL},
     {"server", "max_body_size", T_SIZE, 1 * KIB, 64 * MIB, "1m", true, FIELD(server.max_body_size),

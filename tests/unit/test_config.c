@@ -483,7 +483,7 @@ struct bound_case {
 static const struct bound_case bound_cases[] = {
     {"server", "threads", "0", "256", ANY, 256, NULL, "257",
      "an integer 0..256, 0 = one per "
-     "online CPU",
+     "CPU the process may use",
      AT(server.threads)},
     {"server", "max_header_size", "1k", "1m", KIB, MIB, "1023", "1048577", "a size 1k..1m",
      AT(server.max_header_size)},
@@ -636,11 +636,12 @@ struct bad_case {
 static const struct bad_case bad_cases[] = {
     {"server", "threads = 300",
      "t.conf:4: [server] threads: '300': out of range (expected an integer 0..256, 0 = one per "
-     "online CPU)"},
+     "CPU the process may use)"},
     {"server", "threads = -1", "t.conf:4: [server] threads: '-1': not a number (expected"},
     {"server", "threads = 4 # four",
      "t.conf:4: [server] threads: '4 # four': not a whole non-negative number (expected an "
-     "integer 0..256, 0 = one per online CPU; inline comments start with ' ;', not '#')"},
+     "integer 0..256, 0 = one per CPU the process may use; inline comments start with ' ;', not "
+     "'#')"},
     {"upstream", "pool_size = 1.5", "[upstream] pool_size: '1.5': not a whole non-negative"},
     {"upstream", "pool_size = ten", "[upstream] pool_size: 'ten': not a number"},
     {"upstream", "queue_size = 99999999999999999999", "'99999999999999999999': number too large"},
