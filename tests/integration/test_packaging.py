@@ -28,6 +28,13 @@ def run(cmd, **kw):
     return subprocess.run(cmd, capture_output=True, text=True, **kw)
 
 
+def clean_env():
+    """The environment without what an outer make hands down (`make asan` passes BUILD and SAN
+    to every make below it through MAKEFLAGS): the scratch builds must be plain ones."""
+    return {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL",
+                                                              "MAKEOVERRIDES")}
+
+
 def dockerfile_stages():
     """[(name, [(instruction, argument text)])] of docker/Dockerfile, continuation lines
     joined."""
@@ -78,7 +85,7 @@ def needed_packages(binary):
 class InstallTest(GatewayTest):
     def install(self, destdir, prefix):
         return run(["make", "--no-print-directory", "-C", ROOT, "install", "BUILD=" + BUILD,
-                    "DESTDIR=" + destdir, "PREFIX=" + prefix])
+                    "DESTDIR=" + destdir, "PREFIX=" + prefix], env=clean_env())
 
     def test_make_install_honours_destdir_and_prefix(self):
         dest = os.path.join(self.tmp, "dest")
@@ -199,7 +206,7 @@ class DockerTest(GatewayTest):
                 else:
                     shutil.copy(os.path.join(ROOT, src), target)
             elif instr == "RUN" and not arg.startswith("apt-get"):
-                r = run(["sh", "-c", arg], cwd=scratch, timeout=600)
+                r = run(["sh", "-c", arg], cwd=scratch, timeout=600, env=clean_env())
                 self.assertEqual(r.returncode, 0, r.stdout[-2000:] + r.stderr[-2000:])
         binary = os.path.join(scratch, "build", "anymate-gateway")
         out = run([binary, "--version"], check=True).stdout
@@ -226,7 +233,7 @@ class DockerTest(GatewayTest):
         os.mkdir(scratch)
         shutil.copy(os.path.join(ROOT, "Makefile"), scratch)
         shutil.copytree(os.path.join(ROOT, "gateway"), os.path.join(scratch, "gateway"))
-        r = run(["make", "build/anymate-gateway"], cwd=scratch, timeout=600)
+        r = run(["make", "build/anymate-gateway"], cwd=scratch, timeout=600, env=clean_env())
         self.assertEqual(r.returncode, 0, r.stderr[-2000:])
         binary = os.path.join(scratch, "build", "anymate-gateway")
         self.assertIn("migrations embedded: none", run([binary, "--version"]).stdout)
