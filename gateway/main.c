@@ -176,12 +176,16 @@ static void reload(struct app *app)
     } else if (tls) {
         SSL_CTX_up_ref(tls);
     }
+    /* said under the level in force until now; the new level applies before any worker
+     * takes the snapshot, so that their lines follow it */
+    log_info("configuration reloaded (SIGHUP)", "\"path\":\"%s\",\"threads\":%d",
+             log_json_escape(path, esc, sizeof(esc)), app->nworkers);
+    log_set_level(next->log.level);
     for (int i = 0; i < app->nworkers; i++) {
         if (tls)
             SSL_CTX_up_ref(tls);
         worker_reload(app->workers[i], config_ref(next), tls);
     }
-    log_set_level(next->log.level);
     config_unref(app->current);
     app->current = next;
     if (app->client_tls)
@@ -189,8 +193,6 @@ static void reload(struct app *app)
     app->client_tls = tls; /* the reference taken above */
     app->ca_st = st;
     admin_note_reload(app->admin, true);
-    log_info("configuration reloaded (SIGHUP)", "\"path\":\"%s\",\"threads\":%d",
-             log_json_escape(path, esc, sizeof(esc)), app->nworkers);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)

@@ -4,6 +4,7 @@ FILE:LINE and the running configuration stays; a key that needs a restart is rep
 keeps its value; a new upstream takes new requests while the old pool finishes its own; a
 reload under load drops no request."""
 
+import json
 import os
 import re
 import signal
@@ -36,12 +37,17 @@ class ReloadTest(GatewayTest):
             f.write(text)
 
     def hup(self, gw, expect="configuration reloaded (SIGHUP)"):
-        before = len(gw.proc.find(expect))
+        """SIGHUP, then wait until the main thread has handled it (its reload counters on
+        /metrics move) and, when EXPECT is a message it logs at that level, for that line."""
+        def reloads():
+            ss, _ = samples(scrape(gw))
+            return sum(value(ss, "gateway_config_reloads_total", result=r)
+                       for r in ("success", "failure"))
+        before = reloads()
         gw.proc.p.send_signal(signal.SIGHUP)
-        wait_for(lambda: len(gw.proc.find(expect)) > before, what=expect)
-        if expect == "configuration reloaded (SIGHUP)":  # every worker has taken it
-            n = len(gw.proc.find("configuration reloaded"))
-            wait_for(lambda: len(gw.proc.find("configuration reloaded")) >= n, what="workers")
+        wait_for(lambda: reloads() > before, what="the reload")
+        if expect:
+            wait_for(lambda: gw.proc.find(expect), what=expect)
 
     def workers_reloaded(self, gw, count):
         wait_for(lambda: len(gw.proc.find("configuration reloaded")) >= count,
@@ -91,6 +97,32 @@ class ReloadTest(GatewayTest):
         ss, _ = samples(scrape(gw))
         self.assertEqual(value(ss, "gateway_config_reloads_total", result="failure"), 1)
         self.assertEqual(value(ss, "gateway_config_reloads_total", result="success"), 0)
+
+    def test_endpoint_policy_and_log_level_sections_reload(self):
+        gw = self.gw(threads=1)
+        self.assertEqual(gw.request("GET", "/api/OkToRun/pk1")[0], 200)
+        with open(gw.conf, "a") as f:
+            f.write('\n[endpoint "OkToRun"]\nenabled = off\n[policy]\nrequire_bearer = off\n')
+        self.rewrite(gw, level="warn")
+        self.hup(gw)  # logged at info before the level changes
+        wait_for(lambda: gw.request("GET", "/api/OkToRun/pk1")[0] == 404, what="the worker")
+        s, _, body = gw.request("GET", "/api/OkToRun/pk1")
+        self.assertEqual((s, json.loads(body)["error"]), (404, "route.disabled"))
+        # no bearer needed any more; and info lines (access lines are not levelled) stop
+        infos = len([j for j in gw.proc.json_lines() if j.get("level") == "info" and
+                     j.get("msg") != "access"])
+        gw.request("GET", "/api/GetRules/pk1", headers={"Authorization": ""})
+        self.assertTrue(self.forwarded("GetRules"))  # forwarded without a bearer (Anymate's 401)
+        self.assertEqual(len([j for j in gw.proc.json_lines() if j.get("level") == "info" and
+                              j.get("msg") != "access"]), infos)
+        self.rewrite(gw, level="info")  # one more reload, at warn: its own line is not logged
+        self.hup(gw, expect=None)
+        gw.request("GET", "/api/GetRules/pk1", headers={"Authorization": ""})
+        wait_for(lambda: len([j for j in gw.proc.json_lines() if j.get("level") == "info" and
+                              j.get("msg") != "access"]) > infos, what="info lines again")
+        later = [j for j in gw.proc.json_lines() if j.get("level") == "info" and
+                 j.get("msg") != "access"]
+        self.assertGreater(len(later), infos)
 
     def test_a_key_that_needs_a_restart_is_reported_and_kept(self):
         gw = self.gw(threads=1)
