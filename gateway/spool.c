@@ -807,7 +807,9 @@ bool spool_has_room(struct spool *s, size_t bytes)
 {
     pthread_mutex_lock(&s->mu);
     uint64_t limit = s->opt.max_bytes - s->opt.max_bytes / 16;
-    bool ok = s->bytes + s->reserved + bytes + SPOOL_OUTCOME_RESERVE <= limit;
+    bool ok = s->bytes + s->reserved + (uint64_t)s->opt.nworkers * SPOOL_FILE_HEADER + bytes +
+                  SPOOL_OUTCOME_RESERVE <=
+              limit;
     pthread_mutex_unlock(&s->mu);
     return ok;
 }
@@ -931,7 +933,9 @@ int spool_append(struct spool_worker *w, const struct ledger_rec *r, enum spool_
     }
     struct slot *sl = &s->slots[w->index];
     pthread_mutex_lock(&s->mu);
-    uint64_t used = s->bytes + s->reserved;
+    /* the writer may open a segment for every worker before these bytes land, each with its
+     * header: keep room for those too, so that the files never exceed max_bytes */
+    uint64_t used = s->bytes + s->reserved + (uint64_t)s->opt.nworkers * SPOOL_FILE_HEADER;
     bool ok;
     switch (cls) {
     case SPOOL_GATE:

@@ -335,6 +335,24 @@ static int count_files(const char *d, const char *suffix)
     return n;
 }
 
+/* Bytes of the regular files directly in D (the segments). */
+static long long dir_bytes(const char *d)
+{
+    DIR *dd = opendir(d);
+    long long n = 0;
+    struct dirent *e;
+    while (dd && (e = readdir(dd)) != NULL) {
+        char p[600];
+        struct stat st;
+        snprintf(p, sizeof(p), "%s/%s", d, e->d_name);
+        if (stat(p, &st) == 0 && S_ISREG(st.st_mode))
+            n += st.st_size;
+    }
+    if (dd)
+        closedir(dd);
+    return n;
+}
+
 struct done_log {
     int ok, failed;
 };
@@ -481,6 +499,10 @@ static void test_space_classes(void **state)
     assert_true(st.refused_full >= 2);
     run_until(base, &d, 2 * gates + maps);
     assert_int_equal(d.ok, 2 * gates + maps);
+    /* written, segment headers and all: the files stay within max_bytes */
+    spool_get_stats(s, &st);
+    assert_true(st.bytes <= 1024 * 1024);
+    assert_true(dir_bytes(dir) <= 1024 * 1024);
     free(r);
     free(out);
     free(map);
