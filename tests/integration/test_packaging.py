@@ -29,10 +29,18 @@ def run(cmd, **kw):
 
 
 def clean_env():
-    """The environment without what an outer make hands down (`make asan` passes BUILD and SAN
-    to every make below it through MAKEFLAGS): the scratch builds must be plain ones."""
-    return {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL",
-                                                              "MAKEOVERRIDES")}
+    """The environment without what an outer make hands down: `make asan` runs the tests with
+    BUILD=build-asan and SAN=1 on its command line, which make passes to everything below it in
+    MAKEFLAGS and as environment variables. The scratch builds must be plain ones."""
+    env = dict(os.environ)
+    flags = env.get("MAKEFLAGS", "")
+    cmdline = flags.split(" -- ", 1)[1] if " -- " in flags else ""
+    for word in cmdline.split() + ["BUILD=", "SAN=", "PREFIX=", "DESTDIR="]:
+        if "=" in word:
+            env.pop(word.split("=", 1)[0], None)
+    for k in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"):
+        env.pop(k, None)
+    return env
 
 
 def dockerfile_stages():
