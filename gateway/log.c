@@ -237,6 +237,9 @@ static const char *level_name(int level)
 }
 
 static void log_vmsg(int sink, int level, const char *msg, const char *fields, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+
+static void log_vmsg(int sink, int level, const char *msg, const char *fields, va_list ap)
 {
     char line[4096];
     struct timespec ts;
