@@ -169,6 +169,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1, help="gateway threads = nginx workers")
+    ap.add_argument("--audit-extra", default="", metavar="LINES",
+                    help="more [audit] lines for the ledger-on gateway, e.g. 'batch_delay = 2ms'")
     ap.add_argument("--only", default=None, metavar="SUBSTRING",
                     help="measure only the configurations whose name contains SUBSTRING (and "
                     "nginx, the baseline); e.g. 'ledger on' while perf records the gateway")
@@ -212,7 +214,8 @@ def main():
             os.mkdir(d)
             extra = ""
             if audit and not spool:
-                extra = "[audit]\ndatabase = %s\nauto_migrate = on\n" % cluster.conninfo
+                extra = "[audit]\ndatabase = %s\nauto_migrate = on\n%s\n" % (
+                    cluster.conninfo, args.audit_extra.replace("\\n", "\n"))
             elif spool:
                 extra = frozen.audit_section(spool_dir)
             extra += "[log]\naccess_log = off\n"
