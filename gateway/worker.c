@@ -116,24 +116,42 @@ static void apply_reload(struct worker *w)
     if (!cfg)
         return;
     struct gw_ctx *ctx = &w->ctx;
-    struct conn_limits lim = limits_of(cfg);
-    conn_server_set_limits(w->server, &lim);
     const struct config_url *urls[ROUTE_UPSTREAM_COUNT] = {&cfg->upstream.api, &cfg->upstream.auth};
     const char *names[ROUTE_UPSTREAM_COUNT] = {"api", "auth"};
+    /* First everything that can fail: the new pools, and room to retire the old ones. A pool
+     * that keeps running borrows its configuration, so a worker either takes the whole new
+     * snapshot or keeps the whole old one. */
+    struct pool *fresh[ROUTE_UPSTREAM_COUNT] = {NULL};
     int replaced = 0;
-    for (int i = 0; i < ROUTE_UPSTREAM_COUNT; i++) {
+    reap_retired(w);
+    bool ok = true;
+    for (int i = 0; i < ROUTE_UPSTREAM_COUNT && ok; i++) {
         const struct config_url *old_url = i == 0 ? &w->cfg->upstream.api : &w->cfg->upstream.auth;
         bool same_tls = !urls[i]->tls || tls == w->client_tls;
-        if (same_upstream(old_url, urls[i]) && same_tls) {
-            pool_set_config(ctx->pools[i], cfg, urls[i]);
+        if (same_upstream(old_url, urls[i]) && same_tls)
             continue;
-        }
-        struct pool *np = pool_new(ctx->base, ctx->dns, tls, urls[i], cfg, names[i], &w->stats);
-        if (!np || w->nretired == (int)(sizeof(w->retired) / sizeof(w->retired[0]))) {
-            /* keep the running pool rather than lose the upstream */
-            pool_free(np);
-            log_error("reload: the upstream pool could not be replaced; it keeps its address",
-                      "\"thread\":%d,\"upstream\":\"%s\"", w->index, names[i]);
+        fresh[i] = pool_new(ctx->base, ctx->dns, tls, urls[i], cfg, names[i], &w->stats);
+        ok = fresh[i] != NULL;
+        replaced++;
+    }
+    ok = ok && w->nretired + replaced <= (int)(sizeof(w->retired) / sizeof(w->retired[0]));
+    if (!ok) {
+        for (int i = 0; i < ROUTE_UPSTREAM_COUNT; i++)
+            pool_free(fresh[i]);
+        log_error("reload not taken by this thread: no memory for new upstream pools, or too "
+                  "many old ones still finishing calls; it keeps the configuration it had",
+                  "\"thread\":%d,\"retired_pools\":%d", w->index, w->nretired);
+        config_unref(cfg);
+        if (tls)
+            SSL_CTX_free(tls);
+        return;
+    }
+    /* Then the swap, which cannot fail. */
+    struct conn_limits lim = limits_of(cfg);
+    conn_server_set_limits(w->server, &lim);
+    for (int i = 0; i < ROUTE_UPSTREAM_COUNT; i++) {
+        if (!fresh[i]) {
+            pool_set_config(ctx->pools[i], cfg, urls[i]);
             continue;
         }
         struct retired_pool *rp = &w->retired[w->nretired++];
@@ -143,9 +161,8 @@ static void apply_reload(struct worker *w)
         if (rp->tls)
             SSL_CTX_up_ref(rp->tls);
         pool_set_gauges(rp->pool, NULL);
-        ctx->pools[i] = np;
-        pool_set_gauges(np, &w->stats.pools[i]);
-        replaced++;
+        ctx->pools[i] = fresh[i];
+        pool_set_gauges(fresh[i], &w->stats.pools[i]);
     }
     audit_thread_reconfigure(ctx->audit, cfg);
     config_unref(w->cfg);

@@ -175,6 +175,51 @@ class ReloadTest(GatewayTest):
         line = gw.proc.find("configuration reloaded")[-1]
         self.assertEqual(line["pools_replaced"], 2)
 
+    def test_a_thread_with_too_many_busy_old_pools_keeps_its_configuration(self):
+        """Each reload that moves the upstream retires the thread's pool; a retired pool is
+        freed once its calls end. With 16 retired pools still busy, the next reload is not
+        taken by the thread (logged), which keeps the whole configuration it had."""
+        from harness import Mock
+        gw = self.gw(threads=1, response_timeout="30s", request_timeout="30s")
+        cert, key = self.ca_.issue("mock2")  # the same CA: only the address changes
+        d2 = os.path.join(self.tmp, "mock2")
+        os.mkdir(d2)
+        mock2 = self.own(Mock(d2, cert, key))
+        urls = ["https://localhost:%d" % self.mock.port, "https://localhost:%d" % mock2.port]
+        threads, results = [], []
+
+        def slow(i):
+            results.append(gw.request("GET", "/api/OkToRun/pk1", timeout=30, headers={
+                "X-Mock-Delay-Ms": "12000", "X-Request-Id": "slow-%d" % i})[0])
+        for i in range(17):
+            before = len(self.mock.requests()) + len(mock2.requests())
+            t = threading.Thread(target=slow, args=(i,))
+            t.start()
+            threads.append(t)
+            wait_for(lambda: len(self.mock.requests()) + len(mock2.requests()) > before,
+                     what="slow request %d upstream" % i)
+            self.rewrite(gw, api_url=urls[(i + 1) % 2])
+            self.hup(gw)
+            if i < 16:
+                self.workers_reloaded(gw, i + 1)
+        refused = wait_for(lambda: gw.proc.find(
+            "reload not taken by this thread: no memory for new upstream pools, or too many old "
+            "ones still finishing calls; it keeps the configuration it had"), what="refusal")
+        self.assertEqual(refused[0]["retired_pools"], 16)
+        self.assertEqual(len(gw.proc.find("configuration reloaded")), 16)
+        # the thread still sends to the upstream of its 16th reload
+        s, _, _ = gw.request("GET", "/api/OkToRun/pk1", headers={"X-Request-Id": "after"})
+        self.assertEqual(s, 200)
+        ids = [dict((k.lower(), v) for k, v in r["headers"]).get("x-request-id")
+               for r in self.mock.requests()]
+        self.assertIn("after", ids)  # urls[16 % 2]: the first mock
+        for t in threads:
+            t.join(30)
+        # every call on a retired pool finished with the upstream's own answer (the second mock
+        # does not know the first one's token: 401), none with a gateway error
+        self.assertEqual(len(results), 17)
+        self.assertEqual(set(results) - {200, 401}, set())
+
     def test_reload_under_load_drops_no_request(self):
         gw = self.gw(threads=2)
         stop = threading.Event()
