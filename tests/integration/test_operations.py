@@ -90,7 +90,15 @@ class MetricsTest(GatewayTest):
         self.assertEqual(s, 422)
         self.assertEqual(gw.request("GET", "/nowhere")[0], 404)
 
-        after, fams = samples(scrape(gw))
+        # a request is counted when it ends, just after its reply reached the bot
+        def counted():
+            got = samples(scrape(gw))
+            want = ((("OkToRun", "200"), 5), (("FinishRun", "422"), 1), (("none", "404"), 1))
+            done = all(value(got[0], "gateway_requests_total", route=r, code=c) -
+                       value(before, "gateway_requests_total", route=r, code=c) >= n
+                       for (r, c), n in want)
+            return got if done else None
+        after, fams = wait_for(counted, what="the last request counted")
         self.check_histograms(fams)
         d = lambda name, **l: value(after, name, **l) - value(before, name, **l)  # noqa: E731
         self.assertEqual(d("gateway_requests_total", route="OkToRun", code="200"), 5)
@@ -117,7 +125,9 @@ class MetricsTest(GatewayTest):
         before, _ = samples(scrape(gw))
         s, _, body = gw.request("GET", "/api/OkToRun/pk1", headers={"Authorization": "Bearer x"})
         self.assertEqual(s, 502, body)
-        after, fams = samples(scrape(gw))
+        after, fams = wait_for(lambda: (lambda got: got if value(
+            got[0], "gateway_refusals_total", code="upstream.connect") >= 1 else None)(
+                samples(scrape(gw))), what="the failure counted")
         self.check_histograms(fams)
         self.assertEqual(value(after, "gateway_upstream_errors_total", upstream="api",
                                reason="connect") -

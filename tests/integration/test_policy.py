@@ -4,7 +4,7 @@ byte; bearer, endpoint allow-list, per-endpoint body limits and KPI bounds."""
 
 import json
 
-from harness import GatewayTest
+from harness import GatewayTest, wait_for
 
 JSON = {"Content-Type": "application/json"}
 
@@ -258,7 +258,10 @@ class PolicyTest(GatewayTest):
         for _ in range(3):
             gw.request("POST", "/api/FinishRun/", body=b"{}", headers=JSON)
         gw.request("GET", "/api/OkToRun/pk1")
-        _, _, data = gw.admin("GET", "/readyz")
-        counters = json.loads(data)["counters"]
-        self.assertEqual(counters["refusals"], 3)
-        self.assertEqual(counters["endpoints"], {"Token": 1, "FinishRun": 3, "OkToRun": 1})
+        want = {"Token": 1, "FinishRun": 3, "OkToRun": 1}
+
+        def counters():  # a request is counted as it ends, just after its reply went out
+            c = json.loads(gw.admin("GET", "/readyz")[2])["counters"]
+            return c if c["endpoints"] == want else None
+        c = wait_for(counters, what="every request counted")
+        self.assertEqual(c["refusals"], 3)
