@@ -180,7 +180,7 @@ class ReloadTest(GatewayTest):
         freed once its calls end. With 16 retired pools still busy, the next reload is not
         taken by the thread (logged), which keeps the whole configuration it had."""
         from harness import Mock
-        gw = self.gw(threads=1, response_timeout="30s", request_timeout="30s")
+        gw = self.gw(threads=1, response_timeout="60s", request_timeout="60s")
         cert, key = self.ca_.issue("mock2")  # the same CA: only the address changes
         d2 = os.path.join(self.tmp, "mock2")
         os.mkdir(d2)
@@ -189,8 +189,9 @@ class ReloadTest(GatewayTest):
         threads, results = [], []
 
         def slow(i):
-            results.append(gw.request("GET", "/api/OkToRun/pk1", timeout=30, headers={
-                "X-Mock-Delay-Ms": "12000", "X-Request-Id": "slow-%d" % i})[0])
+            # long enough to outlast 17 reloads on a slow (sanitized, loaded) machine
+            results.append(gw.request("GET", "/api/OkToRun/pk1", timeout=60, headers={
+                "X-Mock-Delay-Ms": "20000", "X-Request-Id": "slow-%d" % i})[0])
         for i in range(17):
             before = len(self.mock.requests()) + len(mock2.requests())
             t = threading.Thread(target=slow, args=(i,))
@@ -214,7 +215,7 @@ class ReloadTest(GatewayTest):
                for r in self.mock.requests()]
         self.assertIn("after", ids)  # urls[16 % 2]: the first mock
         for t in threads:
-            t.join(30)
+            t.join(60)
         # every call on a retired pool finished with the upstream's own answer (the second mock
         # does not know the first one's token: 401), none with a gateway error
         self.assertEqual(len(results), 17)
