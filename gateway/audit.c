@@ -573,8 +573,6 @@ static struct ledger_rec *audit_record(struct audit_thread *a, struct gw_request
     const struct config *cfg = r->cfg; /* the request's snapshot, also after a reload */
     const struct route *rt = r->match.route;
     bool accepted = p != NULL;
-    struct identity who;
-    identity_from_authorization(request_header(r, "Authorization"), &who);
     struct kpi_settings st;
     bool from_table = false;
     bool have_settings =
@@ -587,7 +585,7 @@ static struct ledger_rec *audit_record(struct audit_thread *a, struct gw_request
         .received_wall_ms = r->t_wall_ms,
         .instance = cfg->audit.instance,
         .client_id = cfg->upstream.client_id,
-        .who = &who,
+        .who = request_identity(r),
         .source_addr = request_peer(r),
         .have_id = p != NULL,
         .id = p ? p->id : 0,

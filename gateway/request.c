@@ -180,6 +180,15 @@ size_t request_buffered_bytes(void)
 
 /* ---- end of life ---- */
 
+const struct identity *request_identity(struct gw_request *r)
+{
+    if (!r->who_known) {
+        identity_from_authorization(request_header(r, "Authorization"), &r->who);
+        r->who_known = true;
+    }
+    return &r->who;
+}
+
 /* The reason label of an upstream failure's error code, or -1 for other codes. */
 static int upstream_error_reason(const char *code)
 {
@@ -236,11 +245,10 @@ static void access_log(struct gw_request *r, uint64_t total_us)
     if (!r->cfg->log.access_log)
         return;
     const struct route *rt = r->match.route;
-    struct identity who;
-    identity_from_authorization(request_header(r, "Authorization"), &who);
+    const struct identity *who = request_identity(r);
     char cust[IDENTITY_MAX * 2], bot[IDENTITY_MAX * 2], path[512], method[64];
-    log_json_escape(who.customer_key, cust, sizeof(cust));
-    log_json_escape(who.subject, bot, sizeof(bot));
+    log_json_escape(who->customer_key, cust, sizeof(cust));
+    log_json_escape(who->subject, bot, sizeof(bot));
     log_json_escape(r->path && r->path[0] ? r->path : (r->target ? r->target : ""), path,
                     sizeof(path));
     log_json_escape(r->method ? r->method : "", method, sizeof(method));

@@ -32,6 +32,7 @@
 #include "conn.h"
 #include "ctx.h"
 #include "errors.h"
+#include "identity.h"
 #include "headers.h"
 #include "payload.h"
 #include "router.h"
@@ -56,8 +57,10 @@ typedef enum request_next (*request_hook_fn)(struct gw_request *r);
 struct gw_request {
     TAILQ_ENTRY(gw_request) link; /* on ctx->requests */
     struct gw_ctx *ctx;
-    struct config *cfg; /* a reference: the snapshot the request started under (reloads) */
-    struct conn *conn;  /* the bot's connection; NULL once it is gone or the reply handed over */
+    struct config *cfg;  /* a reference: the snapshot the request started under (reloads) */
+    struct identity who; /* the bot, from its token's claims: request_identity fills it once */
+    bool who_known;
+    struct conn *conn; /* the bot's connection; NULL once it is gone or the reply handed over */
     struct route_match match;
     char id[UTIL_REQUEST_ID_MAX + 1];
     /* From the head, copied (strings point into the request's own copy of the head). */
@@ -144,6 +147,10 @@ void request_reply_refusal(struct gw_request *r, int status, const char *code, c
 
 /* Add "NAME: VALUE" to the gateway's own reply (Retry-After, WWW-Authenticate, Allow). */
 void request_reply_header(struct gw_request *r, const char *name, const char *value);
+
+/* The bot's identity from its bearer token (identity.h), read on first use and kept for the
+ * request's life: the audit record of every item and the access line share one parse. */
+const struct identity *request_identity(struct gw_request *r);
 
 /* The bot's address as text ("10.1.2.3", "::1"). */
 const char *request_peer(struct gw_request *r);
