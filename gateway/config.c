@@ -1005,54 +1005,31 @@ static int set_value(struct load *ld, const struct key *k, void *base, const cha
         *(char **)p = copy;
         return 0;
     }
-    case T_PATH: {
-        char *path = resolve_path(ld->base_dir, value);
-        char ebuf[128];
-        const char *problem = NULL;
-        struct stat st;
-        int fd;
-        if (!path) {
-            why = "out of memory";
-            break;
-        }
-        /* Open it, as the TLS code will: access(2) would answer for the real uid. */
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0 || fstat(fd, &st) < 0)
-            problem = errstr(errno, ebuf, sizeof(ebuf));
-        else if (!S_ISREG(st.st_mode))
-            problem = S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file";
-        if (fd >= 0)
-            close(fd);
-        if (problem) {
-            add_error(ld, line, "[%s] %s: cannot read '%s': %s (expected %s)", sec, k->name,
-                      show(path, buf, sizeof(buf)), problem, k->note);
-            free(path);
-            return -1;
-        }
-        free(*(char **)p);
-        *(char **)p = path;
-        return 0;
-    }
+    case T_PATH:
     case T_OUTFILE: {
         char *path = resolve_path(ld->base_dir, value);
         char ebuf[128];
         const char *problem = NULL;
         struct stat st;
+        bool out = k->type == T_OUTFILE;
         if (!path) {
             why = "out of memory";
             break;
         }
-        /* Open it as the log will (append, create): a check that does not write nothing. */
-        int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+        /* Open it as the gateway will (read: the TLS code; append, create: the log), since
+         * access(2) would answer for the real uid. */
+        int fd = out ? open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640)
+                     : open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
         if (fd < 0 || fstat(fd, &st) < 0)
             problem = errstr(errno, ebuf, sizeof(ebuf));
-        else if (!S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode))
-            problem = "not a regular file";
+        else if (out ? !S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode)
+                     : !S_ISREG(st.st_mode))
+            problem = S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file";
         if (fd >= 0)
             close(fd);
         if (problem) {
-            add_error(ld, line, "[%s] %s: cannot write '%s': %s (expected %s)", sec, k->name,
-                      show(path, buf, sizeof(buf)), problem, k->note);
+            add_error(ld, line, "[%s] %s: cannot %s '%s': %s (expected %s)", sec, k->name,
+                      out ? "write" : "read", show(path, buf, sizeof(buf)), problem, k->note);
             free(path);
             return -1;
         }
