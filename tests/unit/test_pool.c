@@ -393,6 +393,59 @@ static void test_freeing_a_queued_or_running_call(void **state)
     env_stop(&e);
 }
 
+/* The reload API: pool_quiet says when a retired pool may be freed (no call alive, no
+ * connection in use; idle ones do not count), pool_set_config takes a new snapshot's limits
+ * for the next calls, and the gauges follow every change and stop when detached. */
+static void test_quiet_new_config_and_gauges(void **state)
+{
+    struct env e;
+    env_start(&e, "pool_size = 1\npool_max = 2\n", false);
+    struct gw_pool_gauges g = {0};
+    pool_set_gauges(e.pool, &g);
+    assert_true(pool_quiet(e.pool)); /* nothing yet */
+    struct call_rec r[3];
+    start(&e, 0, &r[0], "/hang");
+    assert_false(pool_quiet(e.pool)); /* a call alive, even before it has a connection */
+    for (int i = 0; i < 20; i++)
+        event_base_loop(e.base, EVLOOP_NONBLOCK);
+    assert_int_equal(atomic_load(&g.open), 1);
+    assert_int_equal(atomic_load(&g.idle), 0);
+    upstream_call_free(r[0].call); /* mid-exchange: its connection closes */
+    assert_true(pool_quiet(e.pool));
+    assert_int_equal(atomic_load(&g.open), 0);
+    start(&e, 1, &r[1], "/ok");
+    wait_done(&e, &r[1], 1, 2000);
+    assert_int_equal(r[1].status, 200);
+    assert_false(pool_quiet(e.pool)); /* done, but the call is not freed yet */
+    upstream_call_free(r[1].call);
+    assert_true(pool_quiet(e.pool)); /* an idle connection does not keep it busy */
+    assert_int_equal(atomic_load(&g.idle), 1);
+
+    /* a reloaded snapshot for the same upstream: its limits apply to the next calls */
+    char text[512];
+    snprintf(text, sizeof(text),
+             "[server]\nthreads = 1\n[upstream]\napi_url = %s\nauth_url = %s\n"
+             "pool_size = 1\npool_max = 1\nqueue_size = 1\nqueue_timeout = 5s\n",
+             e.cfg->upstream.api.text, e.cfg->upstream.api.text);
+    struct config_errors errs = {0};
+    struct config *next = config_load_string("n.conf", text, &errs);
+    assert_non_null(next);
+    pool_set_config(e.pool, next, &next->upstream.api);
+    config_unref(e.cfg); /* the pool must not reach the old snapshot any more (ASan) */
+    e.cfg = next;
+    struct call_rec q[3];
+    start(&e, 2, &q[0], "/hang"); /* takes the one connection pool_max now allows */
+    start(&e, 3, &q[1], "/ok");   /* waits: the queue holds one */
+    start(&e, 4, &q[2], "/ok");   /* the queue is full under the new queue_size */
+    wait_done(&e, &q[2], 1, 2000);
+    assert_int_equal(q[2].err, GW_ERR_QUEUE_FULL);
+    assert_int_equal(atomic_load(&g.waiting), 1);
+    pool_set_gauges(e.pool, NULL); /* detached (a retired pool): no more updates */
+    finish(q, 3);
+    assert_int_equal(atomic_load(&g.waiting), 1);
+    env_stop(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -403,6 +456,7 @@ int main(void)
         cmocka_unit_test(test_retry_rule),
         cmocka_unit_test(test_response_deadline),
         cmocka_unit_test(test_freeing_a_queued_or_running_call),
+        cmocka_unit_test(test_quiet_new_config_and_gauges),
     };
     return cmocka_run_group_tests_name("pool", tests, NULL, NULL);
 }
