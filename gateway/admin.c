@@ -329,6 +329,14 @@ static void render_ledger(struct admin *a, struct metrics_text *t)
     gauge(t, "gateway_audit_rows_pending",
           "Ledger rows handed over and not yet durable in the database or the spool.",
           (double)SUM(audit_pending));
+    counter(t, "gateway_audit_batches_total",
+            "Batches (one commit each) the ledger's connections finished; rows committed divided "
+            "by this is the mean batch size.",
+            SUM(audit_batches));
+    gauge(t, "gateway_audit_batches_in_flight",
+          "Batches on the wire and not yet committed, over all connections (each connection "
+          "has at most [audit] pipeline_depth).",
+          (double)SUM(audit_batches_in_flight));
     counter(t, "gateway_audit_refusals_summarised_total",
             "Refusals counted in a refusal_summary row instead of a row of their own.",
             SUM(refusals_summarised));

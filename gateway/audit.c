@@ -347,6 +347,14 @@ static void on_down(void *arg)
     }
 }
 
+static void on_batch(void *arg, uint32_t in_flight, bool committed)
+{
+    struct audit_thread *a = arg;
+    STAT_SET(a->ctx->stats, audit_batches_in_flight, in_flight);
+    if (committed)
+        STAT_INC(a->ctx->stats, audit_batches);
+}
+
 static void on_notify(void *arg, const char *channel, const char *payload)
 {
     settings_reload(arg);
@@ -399,8 +407,8 @@ void audit_thread_reconfigure(struct audit_thread *a, const struct config *cfg)
 {
     if (!a)
         return;
-    pgw_set_tuning(a->db, cfg->audit.batch_size, cfg->audit.batch_delay_ms, cfg->audit.queue_size,
-                   cfg->audit.reconnect_max_ms);
+    pgw_set_tuning(a->db, cfg->audit.batch_size, cfg->audit.batch_delay_ms,
+                   cfg->audit.pipeline_depth, cfg->audit.queue_size, cfg->audit.reconnect_max_ms);
 }
 
 int audit_thread_new(struct gw_ctx *ctx, struct spool *spool, struct audit_thread **out,
@@ -433,12 +441,14 @@ int audit_thread_new(struct gw_ctx *ctx, struct spool *spool, struct audit_threa
         .nstatements = LST_COUNT,
         .batch_size = cfg->audit.batch_size,
         .batch_delay_ms = cfg->audit.batch_delay_ms,
+        .pipeline_depth = cfg->audit.pipeline_depth,
         .queue_size = cfg->audit.queue_size,
         .reconnect_max_ms = cfg->audit.reconnect_max_ms,
         .listen_channel = "gateway_kpi_settings",
         .on_connected = on_connected,
         .on_notify = on_notify,
         .on_down = on_down,
+        .on_batch = on_batch,
         .arg = a,
     };
     a->db = pgw_new(ctx->base, ctx->dns, &o, errbuf, errlen);

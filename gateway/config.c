@@ -189,6 +189,7 @@ static const struct key keys[] = {
     {"audit", "commit_timeout", T_DURATION, 10, 60 * MS_SEC, "2s", true,
      FIELD(audit.commit_timeout_ms), NULL, NULL},
     {"audit", "batch_size", T_INT, 1, 10000, "512", true, FIELD(audit.batch_size), NULL, NULL},
+    {"audit", "pipeline_depth", T_INT, 1, 16, "4", true, FIELD(audit.pipeline_depth), NULL, NULL},
     {"audit", "batch_delay", T_DURATION, 0, MS_SEC, "0", true, FIELD(audit.batch_delay_ms), NULL,
      NULL},
     {"audit", "queue_size", T_INT, 1, 1000000, "10000", true, FIELD(audit.queue_size), NULL, NULL},

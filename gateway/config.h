@@ -105,6 +105,7 @@ struct config {
         uint32_t commit_timeout_ms; /* record not committed by then -> 503, not forwarded */
         uint32_t batch_size;        /* flush after this many records ... */
         uint32_t batch_delay_ms;    /* ... or this long after the first one (0: at once) */
+        uint32_t pipeline_depth;    /* batches on the wire per connection at once */
         uint32_t queue_size;        /* records waiting per thread; beyond -> 503 */
         /* Gateway instance name in records, 1..128 characters, owned, never NULL: when not in
          * the file, the host name (gethostname) at load time. */

@@ -7,7 +7,12 @@
  *
  * Ownership: the pgw owns its items until their callback has run (or they are cancelled and
  * finished), the PGconn, and its events. An item is on exactly one list: queue (waiting),
- * inflight (sent in the current batch), or none (being finished).
+ * inflight (sent in a batch on the wire), or none (being finished).
+ *
+ * Several batches may be on the wire (pgw.h, "Pipelined batches"): `inflight` holds their
+ * items oldest batch first, the last item of each batch marked `last`. Results come in the
+ * same order: `current` walks the units across batch boundaries; a Sync result finishes the
+ * oldest batch (everything up to its `last` item), whose results have all been read by then.
  *
  * A batch on the wire is a sequence of executions ("units"), each followed by its results and
  * a NULL: a unit is one item, or, for a batched statement, every row of that statement in the
@@ -42,6 +47,7 @@ struct pgw_item {
     bool solo;     /* send alone: its batched statement failed with other rows */
     bool failed;   /* this statement's own error in the current batch */
     bool suspect;  /* its unit failed with several rows: sent again solo */
+    bool last;     /* last item of its batch on the wire (the one its Sync closes) */
     uint32_t unit; /* first item of a unit on the wire: the unit's size; 0 otherwise */
     PGresult *res; /* its result in the current batch */
     char error[256];
@@ -89,14 +95,33 @@ struct pgw {
     struct item_list inflight;
     struct pgw_item *current; /* first item of the unit whose results are being read */
     size_t nqueued;
-    bool batch_open; /* a batch was sent; its Sync result is awaited */
-    uint64_t batch_sent_ms;
+    /* Batches on the wire, oldest first: their items are in `inflight` in the same order, each
+     * batch's last item marked `last`; sent[] is a ring of their send times. */
+    uint32_t nbatches;
+    uint32_t first_batch; /* ring index of the oldest */
+    uint64_t sent_ms[PGW_MAX_DEPTH];
     bool logged_down;
     bool addrs_logged;
     bool freeing;
 };
 
 static void set_state_backoff(struct pgw *p, const char *why);
+static uint32_t clamp_depth(uint32_t d);
+
+/*
+ * May a batch go now? Always when nothing is on the wire. With batches on the wire, another
+ * goes only while fewer than pipeline_depth are, and only once PIPELINE_MIN statements wait:
+ * a database far away gets the next batch without waiting a round trip, while one that is
+ * merely busy is not handed a stream of one-row batches, each paying a statement's fixed cost
+ * (measured: tests/bench/ledger.py, README "Performance").
+ */
+#define PIPELINE_MIN 8
+static bool may_send(const struct pgw *p)
+{
+    if (p->state != ST_READY || p->nqueued == 0)
+        return false;
+    return p->nbatches == 0 || (p->nbatches < p->opt.pipeline_depth && p->nqueued >= PIPELINE_MIN);
+}
 static void try_flush(struct pgw *p);
 static void start_connect(struct pgw *p);
 
@@ -152,7 +177,7 @@ struct pgw_item *pgw_submit(struct pgw *p, size_t stmt, const char *const *value
     p->nqueued++;
     /* A batch is started from the loop, never from here: a callback must not run inside the
      * call that submitted its statement (send_batch can fail and finish items). */
-    if (p->state == ST_READY && !p->batch_open && !p->batch_timer_armed) {
+    if (may_send(p) && !p->batch_timer_armed) {
         struct timeval tv = {.tv_sec = p->opt.batch_delay_ms / 1000,
                              .tv_usec = (p->opt.batch_delay_ms % 1000) * 1000};
         evtimer_add(p->timer, &tv);
@@ -204,7 +229,8 @@ bool pgw_connected(const struct pgw *p)
 
 bool pgw_stalled(const struct pgw *p, uint64_t ms)
 {
-    return p->state == ST_READY && p->batch_open && util_now_ms() - p->batch_sent_ms > ms;
+    return p->state == ST_READY && p->nbatches > 0 &&
+           util_now_ms() - p->sent_ms[p->first_batch] > ms;
 }
 
 size_t pgw_queued(const struct pgw *p)
@@ -307,6 +333,7 @@ static void requeue_head(struct pgw *p, struct pgw_item *it)
         it->res = NULL;
     }
     it->failed = false;
+    it->last = false;
     it->unit = 0;
     if (it->cancelled) {
         item_free(it);
@@ -325,7 +352,9 @@ static void requeue_inflight(struct pgw *p)
         requeue_head(p, it);
     }
     p->current = NULL;
-    p->batch_open = false;
+    if (p->nbatches > 0 && p->opt.on_batch)
+        p->opt.on_batch(p->opt.arg, 0, false);
+    p->nbatches = 0;
 }
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg);
@@ -588,19 +617,31 @@ static void on_ready(struct pgw *p)
 
 /* ---- results ---- */
 
-/* Finish the batch whose Sync result just arrived. */
+/* Finish the oldest batch on the wire: its Sync result just arrived. Its results have all been
+ * read, so `current` already points past it (into the next batch, or NULL). */
 static void batch_done(struct pgw *p)
 {
     bool any_failed = false;
-    struct pgw_item *it;
-    TAILQ_FOREACH(it, &p->inflight, link)
-    any_failed |= it->failed || it->suspect;
-
     struct item_list done;
     TAILQ_INIT(&done);
-    TAILQ_CONCAT(&done, &p->inflight, link);
-    p->current = NULL;
-    p->batch_open = false;
+    struct pgw_item *it;
+    while ((it = TAILQ_FIRST(&p->inflight)) != NULL) {
+        TAILQ_REMOVE(&p->inflight, it, link);
+        TAILQ_INSERT_TAIL(&done, it, link);
+        any_failed |= it->failed || it->suspect;
+        if (it == p->current) /* cannot happen: a Sync comes after its batch's results */
+            p->current = NULL;
+        if (it->last)
+            break;
+    }
+    if (p->nbatches > 0) {
+        p->nbatches--;
+        p->first_batch = (p->first_batch + 1) % PGW_MAX_DEPTH;
+    }
+    if (p->opt.on_batch)
+        p->opt.on_batch(p->opt.arg, p->nbatches, true);
+    if (TAILQ_EMPTY(&p->inflight))
+        p->current = NULL;
 
     /* The transaction was rolled back: everything but the culprits goes again, at the head and
      * in order; rows of a failed multi-row execution go again alone. */
@@ -700,7 +741,7 @@ static void read_results(struct pgw *p)
             /* End of the current unit's results: move to the next one. */
             if (p->current)
                 next_unit(p);
-            if (!p->current && !p->batch_open)
+            if (!p->current && p->nbatches == 0)
                 return;
             continue;
         }
@@ -839,6 +880,7 @@ static void send_batch(struct pgw *p)
     }
     if (n == 0)
         return;
+    struct pgw_item *first_sent = TAILQ_FIRST(&take);
     while ((it = TAILQ_FIRST(&take)) != NULL) {
         TAILQ_REMOVE(&take, it, link);
         TAILQ_INSERT_TAIL(&p->inflight, it, link);
@@ -865,16 +907,20 @@ static void send_batch(struct pgw *p)
         conn_error(p, "cannot sync");
         return;
     }
-    p->batch_open = true;
-    p->batch_sent_ms = util_now_ms();
-    p->current = TAILQ_FIRST(&p->inflight);
+    TAILQ_LAST(&p->inflight, item_list)->last = true;
+    p->sent_ms[(p->first_batch + p->nbatches) % PGW_MAX_DEPTH] = util_now_ms();
+    p->nbatches++;
+    if (!p->current) /* the batches before it (if any) have all their results read */
+        p->current = first_sent;
+    if (p->opt.on_batch)
+        p->opt.on_batch(p->opt.arg, p->nbatches, false);
     if (flush_out(p) != 0)
         conn_error(p, "cannot send");
 }
 
 static void try_flush(struct pgw *p)
 {
-    if (p->state != ST_READY || p->batch_open || p->nqueued == 0)
+    if (!may_send(p))
         return;
     if (p->nqueued >= p->opt.batch_size || p->opt.batch_delay_ms == 0) {
         if (p->batch_timer_armed) {
@@ -900,7 +946,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     p->batch_timer_armed = false;
-    if (p->state == ST_READY && !p->batch_open && p->nqueued > 0)
+    if (may_send(p))
         send_batch(p);
 }
 
@@ -983,6 +1029,7 @@ struct pgw *pgw_new(struct event_base *base, struct evdns_base *dns, const struc
     p->base = base;
     p->dns = dns;
     p->opt = *opts;
+    p->opt.pipeline_depth = clamp_depth(p->opt.pipeline_depth);
     p->fd = -1;
     p->backoff_ms = 100;
     TAILQ_INIT(&p->queue);
@@ -1050,11 +1097,17 @@ static void on_notice(void *arg, const PGresult *res)
              log_json_escape(arg ? (const char *)arg : "", e3, sizeof(e3)));
 }
 
+static uint32_t clamp_depth(uint32_t d)
+{
+    return d < 1 ? 1 : d > PGW_MAX_DEPTH ? PGW_MAX_DEPTH : d;
+}
+
 void pgw_set_tuning(struct pgw *p, uint32_t batch_size, uint32_t batch_delay_ms,
-                    uint32_t queue_size, uint32_t reconnect_max_ms)
+                    uint32_t pipeline_depth, uint32_t queue_size, uint32_t reconnect_max_ms)
 {
     p->opt.batch_size = batch_size;
     p->opt.batch_delay_ms = batch_delay_ms;
+    p->opt.pipeline_depth = clamp_depth(pipeline_depth);
     p->opt.queue_size = queue_size;
     p->opt.reconnect_max_ms = reconnect_max_ms;
 }

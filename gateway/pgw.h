@@ -7,8 +7,17 @@
  * whatever arrived within batch_delay of the first) is sent as one pipeline ending with one
  * Sync: PostgreSQL runs it as one implicit transaction, so the batch costs one round trip and
  * one commit, and every statement in it is durable when the Sync's result arrives. Only then
- * are the statements' callbacks called. One batch is in flight at a time; what arrives
- * meanwhile forms the next batch, so under load batches grow by themselves.
+ * are the statements' callbacks called. What arrives while a batch is on the wire forms the
+ * next batch, so under load batches grow by themselves.
+ *
+ * Pipelined batches. Up to pipeline_depth batches may be on the wire at once, each closed by
+ * its own Sync, so each is its own transaction: PostgreSQL runs them one after the other, and
+ * their Sync results arrive in order. The first batch goes whenever statements wait; a further
+ * one only once PIPELINE_MIN (8) statements wait. So a database a round trip away is not left
+ * idle for a round trip per batch, while a database that is merely busy keeps getting batches
+ * of a useful size (a batch's fixed cost - parse-bind-execute per statement, executor start,
+ * constraint set-up, commit - is paid per batch, not per row). A failed statement aborts only
+ * its own batch (PostgreSQL skips to that batch's Sync); the batches behind it commit.
  *
  * Batched rows. A statement marked `batched` takes one array per column (e.g. insert ... select
  * ... from unnest($1::text[], $2::timestamptz[], ...)): its submissions are rows, and all rows
@@ -47,6 +56,8 @@ struct evdns_base;
 struct pgw;
 struct pgw_item;
 
+#define PGW_MAX_DEPTH 16
+
 struct pgw_statement {
     const char *name; /* prepared statement name */
     const char *sql;  /* with $1.. placeholders; for a batched statement each is an array */
@@ -59,7 +70,8 @@ struct pgw_options {
     const char *name;     /* for logs, e.g. "thread 0" */
     const struct pgw_statement *statements; /* prepared on every (re)connect; borrowed */
     size_t nstatements;
-    uint32_t batch_size; /* statements or rows per batch */
+    uint32_t batch_size;     /* statements or rows per batch */
+    uint32_t pipeline_depth; /* batches on the wire at once, 1..PGW_MAX_DEPTH */
     uint32_t batch_delay_ms;
     uint32_t queue_size; /* statements waiting; pgw_submit refuses beyond */
     uint32_t reconnect_max_ms;
@@ -69,6 +81,10 @@ struct pgw_options {
     void (*on_connected)(void *arg);
     void (*on_notify)(void *arg, const char *channel, const char *payload);
     void (*on_down)(void *arg);
+    /* Called (on the loop) when a batch goes on the wire and when one ends (COMMITTED: its
+     * Sync arrived, whether or not a statement in it failed); IN_FLIGHT is the new count of
+     * batches on the wire. May be NULL. */
+    void (*on_batch)(void *arg, uint32_t in_flight, bool committed);
     void *arg;
 };
 
@@ -137,7 +153,7 @@ char *pgw_array_literal(const char *const *values, size_t n);
 /* A reloaded configuration's batch size, batch delay, queue bound and reconnect ceiling; they
  * apply from the next batch (what is queued stays queued). */
 void pgw_set_tuning(struct pgw *p, uint32_t batch_size, uint32_t batch_delay_ms,
-                    uint32_t queue_size, uint32_t reconnect_max_ms);
+                    uint32_t pipeline_depth, uint32_t queue_size, uint32_t reconnect_max_ms);
 
 /* Route CONN's server messages (warnings; notices are filtered out below WARNING) to the JSON
  * log instead of libpq's default, a raw line on stderr. WHO names the connection's owner. */

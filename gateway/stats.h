@@ -74,6 +74,8 @@ struct gw_stats {
     atomic_uint_fast64_t kpi_entries;
     atomic_uint_fast64_t kpi_records;
     atomic_uint_fast64_t audit_pending; /* rows handed to the ledger, not yet durable nor lost */
+    atomic_uint_fast64_t audit_batches; /* batches committed by this thread's connection */
+    atomic_uint_fast64_t audit_batches_in_flight; /* batches on the wire, not yet committed */
 };
 
 #define STAT_ADD(st, field, n) atomic_fetch_add_explicit(&(st)->field, (n), memory_order_relaxed)

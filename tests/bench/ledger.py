@@ -15,8 +15,11 @@ Traffic, per configuration (wrk, one thread, 32 keep-alive connections):
             in the database, finds nothing and records the process as unknown.
 
 Configurations: nginx (no auditing), the gateway with the ledger off, the gateway with the
-ledger on (PostgreSQL up), and the gateway with the ledger on while its database is frozen
-(a cluster of its own, SIGSTOPped: commits hang), so that every record, outcome and learned map
+ledger on (PostgreSQL up), the same with its database a network round trip away (the same
+cluster behind delayproxy.py, which delays each direction by --db-delay-ms: 0.5 ms each way
+measured 1.35 ms per round trip, the proxy's own cost included; a database on another
+machine, which is where production keeps it), and the gateway with the ledger on while its
+database is frozen (a cluster of its own, SIGSTOPped: commits hang), so that every record, outcome and learned map
 goes to the spool ([audit] spool_dir, fdatasync'ed, group-committed) before the request is
 forwarded: what bots get while the database stalls.
 
@@ -174,6 +177,9 @@ def main():
     ap.add_argument("--only", default=None, metavar="SUBSTRING",
                     help="measure only the configurations whose name contains SUBSTRING (and "
                     "nginx, the baseline); e.g. 'ledger on' while perf records the gateway")
+    ap.add_argument("--db-delay-ms", type=float, default=0.5,
+                    help="one-way delay of the 'database away' configuration (through "
+                    "delayproxy.py): 0.5 = a database 1 ms round trip away")
     ap.add_argument("--spool-dir", default=None,
                     help="where the spooling gateway's spool lives (default: a temporary "
                     "directory; its file system decides what fdatasync costs)")
@@ -185,6 +191,7 @@ def main():
 
     tmp = tempfile.mkdtemp(prefix="gwbench-ledger-")
     procs = []
+    procs_plain = []  # subprocess.Popen objects to terminate
     cluster = None
     spool_dir = None
     frozen = None
@@ -209,13 +216,24 @@ def main():
         spool_dir = tempfile.mkdtemp(prefix="gwbench-spool-", dir=args.spool_dir)
         frozen = FrozenDatabase(pg)
 
-        def gateway(name, audit, spool=False):
+        # The same database one round trip of 2 x --db-delay-ms away, as a database on another
+        # machine is (tc/netem is not available everywhere: a user-space proxy delays it).
+        proxy_port = pg.free_port()
+        proxy = subprocess.Popen([sys.executable, os.path.join(HERE, "delayproxy.py"),
+                                  str(proxy_port), "127.0.0.1", str(cluster.port),
+                                  str(args.db_delay_ms)], stdout=subprocess.PIPE, text=True)
+        procs_plain.append(proxy)
+        proxy.stdout.readline()
+        remote_conninfo = cluster.conninfo.replace("port=%d" % cluster.port,
+                                                   "port=%d" % proxy_port)
+
+        def gateway(name, audit, spool=False, conninfo=None):
             d = os.path.join(tmp, name)
             os.mkdir(d)
             extra = ""
             if audit and not spool:
                 extra = "[audit]\ndatabase = %s\nauto_migrate = on\n%s\n" % (
-                    cluster.conninfo, args.audit_extra.replace("\\n", "\n"))
+                    conninfo or cluster.conninfo, args.audit_extra.replace("\\n", "\n"))
             elif spool:
                 extra = frozen.audit_section(spool_dir)
             extra += "[log]\naccess_log = off\n"
@@ -228,6 +246,7 @@ def main():
         gw_plain = gateway("gw-plain", False)
         gw_audit = gateway("gw-audit", True)
         gw_spool = gateway("gw-spool", True, spool=True)
+        gw_away = gateway("gw-away", True, conninfo=remote_conninfo)
         harness.wait_for(lambda: json.loads(gw_spool.admin("GET", "/readyz")[2])["checks"]
                          ["audit_ledger"]["connected"], what="the spooling gateway's ledger")
         harness.wait_for(lambda: json.loads(gw_audit.admin("GET", "/readyz")[2])["checks"]
@@ -245,6 +264,7 @@ def main():
             scripts[name] = path
         targets = [("nginx (no audit)", ngx_port), ("gateway, ledger off", gw_plain.port),
                    ("gateway, ledger on", gw_audit.port),
+                   ("gateway, ledger on, db %g ms away" % (2 * args.db_delay_ms), gw_away.port),
                    ("gateway, spooling", gw_spool.port)]
         if args.only:
             targets = [t for t in targets if t[1] == ngx_port or args.only in t[0]]
@@ -261,7 +281,7 @@ def main():
             for wl in ("learned", "unknown"):
                 for i in range(len(targets)):
                     name, port = targets[(i + rnd) % len(targets)]
-                    audited = port == gw_audit.port
+                    audited = port in (gw_audit.port, gw_away.port)
                     if audited:
                         c0, r0 = pg_cpu_seconds(cluster), ledger_rows(cluster)
                     if port == gw_spool.port:
@@ -271,7 +291,7 @@ def main():
                     if audited:
                         time.sleep(0.5)  # the last batch commits
                         c1, r1 = pg_cpu_seconds(cluster), ledger_rows(cluster)
-                        acc = cpu.setdefault(wl, [0.0, 0])
+                        acc = cpu.setdefault((wl, port), [0.0, 0])
                         acc[0] += c1 - c0
                         acc[1] += r1 - r0
                     if port == gw_spool.port:
@@ -302,10 +322,11 @@ def main():
                     "", name, median([g["rps"] / n["rps"] for g, n in zip(rs, base)]),
                     " ".join("%.2f" % (g["rps"] / n["rps"]) for g, n in zip(rs, base)),
                     median([g["p99"] / n["p99"] for g, n in zip(rs, base)])))
-            secs, rows = cpu.get(wl, (0.0, 0))
-            if rows:
-                print("%-9s PostgreSQL CPU per ledger row: %.1f us (%.2f s for %d rows)" % (
-                    "", secs * 1e6 / max(rows, 1), secs, rows))
+            for name, port in targets:
+                secs, rows = cpu.get((wl, port), (0.0, 0))
+                if rows:
+                    print("%-9s %-22s PostgreSQL CPU per ledger row: %.1f us (%.2f s for %d "
+                          "rows)" % ("", name, secs * 1e6 / max(rows, 1), secs, rows))
             n, syncs, nbytes = spooled.get(wl, (0, 0, 0))
             if n:
                 print("%-9s spool: %d rows in %d fdatasyncs (%.1f rows per sync), %.0f bytes per "
@@ -330,6 +351,9 @@ def main():
                 p.close()
             except Exception:
                 pass
+        for p in procs_plain:
+            p.terminate()
+            p.wait(10)
         if cluster:
             cluster.cleanup()
         if frozen:

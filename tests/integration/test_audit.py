@@ -558,6 +558,67 @@ class AuditTest(GatewayTest):
         status, headers, out = gw.request(method, path, body=data, headers=hdrs, conn=conn)
         return status, headers, (json.loads(out) if out else None)
 
+    def test_pipelined_batches_a_refused_row_fails_alone_the_batches_behind_it_commit(self):
+        """Several batches on the wire at once ([audit] pipeline_depth): while the first waits
+        for a table lock, the next ones are sent behind it (8 rows each); one of them carries a
+        row PostgreSQL refuses (a trigger). Its batch is rolled back and its rows sent again,
+        the bad one alone: only that request gets 503 and is not forwarded; every other one,
+        before and after it on the wire, is committed and forwarded."""
+        from test_operations import samples, scrape, value
+        gw = self.audit_gateway(commit_timeout="20s", threads=1,
+                                audit_extra="pipeline_depth = 4\nbatch_size = 8\n")
+        # One learned run finished 25 times: 25 records (Anymate answers the repeats with
+        # succeeded = false, HTTP 200); the process is known, so no lookup joins the batches.
+        run = self.call(gw, "GET", "/api/StartOrGetRun/runs/")[2]["runId"]
+        self.wait_rows("select 1 from run_process", 1, "the run mapping")
+        self.sql("create function poison() returns trigger language plpgsql as $$ begin "
+                 "if new.request_id like 'poison-%' then raise exception 'poisoned row %', "
+                 "new.request_id; end if; return new; end $$; "
+                 "create trigger poison before insert on finishrun_audit for each row "
+                 "execute function poison()")
+        release = self.hold_lock()
+        results = {}
+
+        def finish(i, rid):
+            s = self.raw(gw, self.finishrun_bytes(gw, run, rid))
+            s.settimeout(30)
+            results[rid] = s.recv(65536).split(b" ", 2)[1].decode()
+            s.close()
+
+        def in_flight():
+            return value(samples(scrape(gw))[0], "gateway_audit_batches_in_flight")
+
+        threads = []
+        for i in range(25):
+            rid = "poison-%d" % i if i == 12 else "good-%d" % i
+            t = threading.Thread(target=finish, args=(i, rid))
+            t.start()
+            threads.append(t)
+            # row 0 waits alone for the lock; rows 1-8, 9-16 and 17-24 follow as batches
+            if i % 8 == 0:
+                wait_for(lambda n=1 + i // 8: in_flight() >= n,
+                         what="%d batches on the wire" % (1 + i // 8))
+        wait_for(lambda: value(samples(scrape(gw))[0], "gateway_audit_rows_pending") == 25,
+                 what="25 rows handed to the writer")
+        self.assertEqual(in_flight(), 4)
+        self.assertEqual([r for r in self.mock.requests() if "FinishRun" in r["path"]], [])
+        release()
+        for t in threads:
+            t.join(30)
+        self.assertEqual(results.pop("poison-12"), "503")
+        self.assertEqual(sorted(results.values()), ["200"] * 24)
+        rows = self.wait_rows("select request_id from finishrun_audit f join audit_outcome o "
+                              "using (request_id, received_at)", 24, "24 outcomes")
+        self.assertEqual(sorted(r[0] for r in rows), sorted(results))
+        forwarded = {dict((k.lower(), v) for k, v in r["headers"]).get("x-request-id")
+                     for r in self.mock.requests() if "FinishRun" in r["path"]}
+        self.assertEqual(forwarded, set(results))
+        failed = gw.proc.find("audit statement failed")
+        self.assertEqual(len(failed), 1, failed)
+        self.assertIn("poisoned row poison-12", failed[0]["error"])
+        wait_for(lambda: in_flight() == 0, what="no batch left on the wire")
+        self.assertGreaterEqual(value(samples(scrape(gw))[0], "gateway_audit_batches_total"), 4)
+
     def test_bot_gone_while_its_record_commits_is_not_forwarded(self):
         gw = self.audit_gateway(commit_timeout="5s")
         s, _, run = self.call(gw, "GET", "/api/StartOrGetRun/runs/")

@@ -442,6 +442,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->audit.refusal_records_per_second, 100);
     assert_int_equal(cfg->audit.batch_delay_ms, 0);
     assert_int_equal(cfg->audit.queue_size, 10000);
+    assert_int_equal(cfg->audit.pipeline_depth, 4);
     assert_non_null(cfg->audit.instance); /* the host name: test_audit_instance */
     assert_int_equal(cfg->audit.reconnect_max_ms, 5000);
     assert_int_equal(cfg->audit.settings_refresh_ms, 30000);
@@ -531,6 +532,8 @@ static const struct bound_case bound_cases[] = {
      AT(audit.batch_size)},
     {"audit", "batch_delay", "0", "1s", 0, 1000, NULL, "1001ms", "a duration 0..1s",
      AT(audit.batch_delay_ms)},
+    {"audit", "pipeline_depth", "1", "16", 1, 16, "0", "17", "an integer 1..16",
+     AT(audit.pipeline_depth)},
     {"audit", "queue_size", "1", "1000000", 1, 1000000, "0", "1000001", "an integer 1..1000000",
      AT(audit.queue_size)},
     {"audit", "reconnect_max", "100ms", "5m", 100, 300000, "99ms", "301s", "a duration 100ms..5m",
@@ -1343,6 +1346,7 @@ static void assert_same_config(const struct config *a, const struct config *b)
     assert_int_equal(a->audit.commit_timeout_ms, b->audit.commit_timeout_ms);
     assert_int_equal(a->audit.batch_size, b->audit.batch_size);
     assert_int_equal(a->audit.batch_delay_ms, b->audit.batch_delay_ms);
+    assert_int_equal(a->audit.pipeline_depth, b->audit.pipeline_depth);
     assert_int_equal(a->audit.queue_size, b->audit.queue_size);
     assert_string_equal(a->audit.instance, b->audit.instance);
     assert_int_equal(a->audit.reconnect_max_ms, b->audit.reconnect_max_ms);
@@ -1408,6 +1412,7 @@ static void test_gateway_conf_documents_defaults(void **state)
         "commit_timeout",
         "batch_size",
         "batch_delay",
+        "pipeline_depth",
         "instance",
         "reconnect_max",
         "settings_refresh",
@@ -1462,7 +1467,7 @@ static void test_gateway_conf_documents_defaults(void **state)
      * (no fixed default; examples only) and the keys of the named sections (examples in ";   "
      * comments, test below).
      */
-    assert_int_equal(uncommented_lines, 45);
+    assert_int_equal(uncommented_lines, 46);
 
     shipped = load_shipped("gateway.conf");
     uncommented = load_ok(out);
