@@ -25,8 +25,12 @@ forwarded: what bots get while the database stalls.
 
 Reported: req/s, p50, p99 per configuration and workload; the ratios to nginx; PostgreSQL's
 CPU time (user + system of the postmaster and all its children, from /proc) per ledger row
-written (records + outcomes + runId maps); for the spooling gateway the spool's rows, syncs and
-bytes per row (from /readyz). The test cluster runs with fsync off (pg.py), so commit latency
+written (records + outcomes + runId maps) and rows per request; the whole machine's CPU per
+request (/proc/stat, busy time over the requests served) and how busy the cores were; the
+ceiling on these cores for a gateway that proxied as cheaply as nginx and added only the
+database's work (nginx's machine CPU per request plus PostgreSQL's per audited request, over
+the cores), which bounds what any auditing proxy can reach here with PostgreSQL on the same
+machine; for the spooling gateway the spool's rows, syncs and bytes per row (from /readyz). The test cluster runs with fsync off (pg.py), so commit latency
 here is CPU, not disk; the spool's fdatasync is real (the file system of --spool-dir).
 Needs nginx and wrk (Debian packages; installed on demand when run as root) and PostgreSQL.
 """
@@ -159,6 +163,14 @@ def pg_cpu_seconds(cluster):
     return total / tick
 
 
+def machine_cpu():
+    """(busy, all) CPU seconds of the whole machine so far, from /proc/stat (busy: everything
+    but idle and iowait)."""
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(f) - f[3] - f[4]) / tick, sum(f) / tick
+
+
 def ledger_rows(cluster):
     r = cluster.psql("select (select count(*) from finishrun_audit) + "
                      "(select count(*) from audit_outcome) + (select count(*) from run_process)")
@@ -277,6 +289,8 @@ def main():
         results = {}  # (workload, target) -> [rounds]
         cpu = {}      # workload -> (pg cpu seconds, rows) during the ledger-on runs
         spooled = {}  # workload -> [rows appended, syncs, bytes] during the spooling runs
+        machine = {}  # (workload, name) -> [busy CPU s, all CPU s, requests] of the machine
+        served = {}   # (workload, port) -> [requests] during the audited runs
         for rnd in range(args.rounds):
             for wl in ("learned", "unknown"):
                 for i in range(len(targets)):
@@ -286,8 +300,17 @@ def main():
                         c0, r0 = pg_cpu_seconds(cluster), ledger_rows(cluster)
                     if port == gw_spool.port:
                         s0 = spool_counters(gw_spool)
+                    m0 = machine_cpu()
                     r = wrk("http://127.0.0.1:%d" % port, scripts[wl], args.seconds,
                             args.connections)
+                    m1 = machine_cpu()
+                    acc = machine.setdefault((wl, name), [0.0, 0.0, 0.0])
+                    acc[0] += m1[0] - m0[0]
+                    acc[1] += m1[1] - m0[1]
+                    acc[2] += r["rps"] * args.seconds
+                    if audited:
+                        acc = served.setdefault((wl, port), [0.0])
+                        acc[0] += r["rps"] * args.seconds
                     if audited:
                         time.sleep(0.5)  # the last batch commits
                         c1, r1 = pg_cpu_seconds(cluster), ledger_rows(cluster)
@@ -322,11 +345,29 @@ def main():
                     "", name, median([g["rps"] / n["rps"] for g, n in zip(rs, base)]),
                     " ".join("%.2f" % (g["rps"] / n["rps"]) for g, n in zip(rs, base)),
                     median([g["p99"] / n["p99"] for g, n in zip(rs, base)])))
+            for name, _ in targets:
+                busy, total, reqs = machine[(wl, name)]
+                print("%-9s %-22s machine CPU per request: %.1f us (busy %.0f%% of all cores)"
+                      % ("", name, busy * 1e6 / max(reqs, 1), 100 * busy / max(total, 1e-9)))
+            nbusy, _, nreqs = machine[(wl, targets[0][0])]
             for name, port in targets:
                 secs, rows = cpu.get((wl, port), (0.0, 0))
                 if rows:
+                    reqs = served[(wl, port)][0]
                     print("%-9s %-22s PostgreSQL CPU per ledger row: %.1f us (%.2f s for %d "
-                          "rows)" % ("", name, secs * 1e6 / max(rows, 1), secs, rows))
+                          "rows, %.2f rows per request)" % ("", name, secs * 1e6 / max(rows, 1),
+                                                            secs, rows, rows / max(reqs, 1)))
+                    # What nginx's run costs the machine per request (wrk, proxy, upstream)
+                    # plus what PostgreSQL costs per audited request, over all the cores: the
+                    # most a gateway that proxied as cheaply as nginx could serve here.
+                    ngx_us = nbusy * 1e6 / max(nreqs, 1)
+                    pg_us = secs * 1e6 / max(reqs, 1)
+                    ngx_rps = median([x["rps"] for x in results[(wl, targets[0][0])]])
+                    ceiling = len(os.sched_getaffinity(0)) * 1e6 / (ngx_us + pg_us)
+                    print("%-9s %-22s ceiling on these %d cores for a gateway as cheap as nginx "
+                          "plus PostgreSQL's %.0f us per request: %.0f req/s = %.2fx nginx" % (
+                              "", name, len(os.sched_getaffinity(0)), pg_us, ceiling,
+                              ceiling / ngx_rps))
             n, syncs, nbytes = spooled.get(wl, (0, 0, 0))
             if n:
                 print("%-9s spool: %d rows in %d fdatasyncs (%.1f rows per sync), %.0f bytes per "
