@@ -186,6 +186,7 @@ static void reload(struct app *app)
             SSL_CTX_up_ref(tls);
         worker_reload(app->workers[i], config_ref(next), tls);
     }
+    replay_set_config(app->replay, next); /* [process] sections for records replayed later */
     config_unref(app->current);
     app->current = next;
     if (app->client_tls)

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "config.h"
 #include "ledger.h"
 #include "log.h"
 #include "migrate.h"
@@ -37,6 +38,7 @@ struct replay {
     uint32_t backoff_ms;
     bool logged_down;
     bool migrated;
+    struct config *cfg; /* own reference, under mu: replay_set_config swaps it */
 };
 
 /* Sleep MS milliseconds unless asked to stop. True when stopping. */
@@ -285,6 +287,9 @@ static bool lookup(struct replay *r, bool runs, struct records *rs,
         return false;
     }
     int rows = PQntuples(res);
+    pthread_mutex_lock(&r->mu);
+    struct config *cfg = config_ref(r->cfg); /* a reload may swap r->cfg meanwhile */
+    pthread_mutex_unlock(&r->mu);
     for (size_t i = 0; i < rs->n; i++) {
         struct ledger_rec *x = rs->v[i];
         const char *d = ledger_get(x, LF_DECISION);
@@ -297,7 +302,7 @@ static bool lookup(struct replay *r, bool runs, struct records *rs,
             const char *pk = PQgetvalue(res, k, 1);
             struct kpi_settings ks;
             bool from_table;
-            bool have = ledger_settings_find(st, r->opt.cfg, pk, &ks, &from_table);
+            bool have = ledger_settings_find(st, cfg, pk, &ks, &from_table);
             struct ledger_rec *y = ledger_revalue(x, pk, have ? &ks : NULL, from_table);
             if (y) {
                 free(x);
@@ -306,6 +311,7 @@ static bool lookup(struct replay *r, bool runs, struct records *rs,
             break;
         }
     }
+    config_unref(cfg);
     PQclear(res);
     return true;
 }
@@ -505,6 +511,8 @@ struct replay *replay_start(struct spool *s, const struct replay_options *o, cha
     }
     r->s = s;
     r->opt = *o;
+    r->cfg = config_ref(o->cfg);
+    r->opt.cfg = NULL; /* r->cfg, under mu */
     r->backoff_ms = 200;
     size_t len = strlen(o->conninfo) + 64;
     r->conninfo = malloc(len);
@@ -542,8 +550,21 @@ void replay_stop(struct replay *r)
     }
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
+    config_unref(r->cfg);
     free(r->conninfo);
     free(r);
+}
+
+void replay_set_config(struct replay *r, struct config *cfg)
+{
+    if (!r)
+        return;
+    struct config *ref = config_ref(cfg);
+    pthread_mutex_lock(&r->mu);
+    struct config *old = r->cfg;
+    r->cfg = ref;
+    pthread_mutex_unlock(&r->mu);
+    config_unref(old);
 }
 
 bool replay_active(const struct replay *r)

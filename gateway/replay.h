@@ -36,7 +36,7 @@ struct replay;
 
 struct replay_options {
     const char *conninfo;      /* borrowed for the replay's life */
-    const struct config *cfg;  /* [process] sections for KPI settings; borrowed */
+    struct config *cfg;        /* [process] sections for KPI settings (a reference is taken) */
     uint32_t rows_per_second;  /* 0: no limit */
     uint32_t batch_rows;       /* rows per statement */
     uint32_t reconnect_max_ms; /* backoff ceiling */
@@ -49,6 +49,10 @@ struct replay *replay_start(struct spool *s, const struct replay_options *o, cha
 /* Stop after the batch in hand (a segment half replayed stays and is replayed again later:
  * idempotent). */
 void replay_stop(struct replay *r);
+
+/* A reloaded configuration: its [process] sections value the records replayed from now on
+ * (takes a reference to CFG; the previous one is dropped). Any thread. */
+void replay_set_config(struct replay *r, struct config *cfg);
 
 /* Replaying right now (a pass is under way). */
 bool replay_active(const struct replay *r);

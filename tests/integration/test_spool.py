@@ -163,6 +163,40 @@ class SpoolTest(GatewayTest):
         self.assertEqual(report["status"].get(503, 0), 0, report)
         self.assertGreater(report["ok_while_spooled"], 20, report)
 
+    def test_replay_values_a_record_with_the_process_sections_reloaded_meanwhile(self):
+        """A FinishRun spooled while the database was down, for a run whose process the
+        gateway could not look up, is valued when it is replayed (the map knows the run by
+        then). A SIGHUP in between changed the process's [process] section: the replay uses
+        the section in force when it replays, not the one the gateway started with."""
+        gw = self.spool_gateway(extra='\n[process "late"]\nseconds_per_run = 60\n', threads=1)
+        wait_for(lambda: self.readyz(gw)["checks"]["audit_ledger"]["connected"],
+                 what="the ledger connected")
+        # the database knows run 987654 (learned by another replica); this gateway has not
+        # looked it up, and cannot while the database is down
+        self.sql("insert into run_process (run_id, process_key, source) "
+                 "values (987654, 'late', 'another-replica')")
+        self.pg.stop()
+        wait_for(lambda: not self.readyz(gw)["checks"]["audit_ledger"]["connected"],
+                 what="the ledger to see the database down")
+        s, h, _ = gw.request("POST", "/api/FinishRun/", body=b'{"runId": 987654}',
+                             headers={"Content-Type": "application/json"})
+        self.assertEqual(s, 200)
+        rid = h["x-request-id"]
+        wait_for(lambda: self.spool_stats(gw)["records"] > 0, what="the record in the spool")
+        with open(gw.conf) as f:
+            text = f.read()
+        with open(gw.conf, "w") as f:
+            f.write(text.replace("seconds_per_run = 60", "seconds_per_run = 90"))
+        gw.proc.p.send_signal(signal.SIGHUP)
+        wait_for(lambda: gw.proc.find("configuration reloaded (SIGHUP)"), what="the reload")
+        self.pg.start()
+        self.wait_replayed(gw)
+        rows = wait_for(lambda: self.sql(
+            "select process_key, kpi_rule, kpi_seconds_saved, kpi_settings->>'source', "
+            "kpi_settings->>'secondsPerRun', spooled from finishrun_audit "
+            "where request_id = '%s'" % rid), what="the replayed record")
+        self.assertEqual(rows, [["late", "defaults", "90", "config", "90", "t"]])
+
     def test_gateway_killed_mid_load_replays_at_restart(self):
         gw = self.spool_gateway()
         load = self.load(gw)
