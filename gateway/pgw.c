@@ -918,23 +918,25 @@ static void send_batch(struct pgw *p)
         conn_error(p, "cannot send");
 }
 
+/* Send every batch that may go now (several when the queue holds more than one batch and
+ * the pipeline has room), or arm the batch timer for a queue below batch_size. */
 static void try_flush(struct pgw *p)
 {
-    if (!may_send(p))
-        return;
-    if (p->nqueued >= p->opt.batch_size || p->opt.batch_delay_ms == 0) {
+    while (may_send(p)) {
+        if (p->nqueued < p->opt.batch_size && p->opt.batch_delay_ms > 0) {
+            if (!p->batch_timer_armed) {
+                struct timeval tv = {.tv_sec = p->opt.batch_delay_ms / 1000,
+                                     .tv_usec = (p->opt.batch_delay_ms % 1000) * 1000};
+                evtimer_add(p->timer, &tv);
+                p->batch_timer_armed = true;
+            }
+            return;
+        }
         if (p->batch_timer_armed) {
             evtimer_del(p->timer);
             p->batch_timer_armed = false;
         }
-        send_batch(p);
-        return;
-    }
-    if (!p->batch_timer_armed) {
-        struct timeval tv = {.tv_sec = p->opt.batch_delay_ms / 1000,
-                             .tv_usec = (p->opt.batch_delay_ms % 1000) * 1000};
-        evtimer_add(p->timer, &tv);
-        p->batch_timer_armed = true;
+        send_batch(p); /* takes at least one statement off the queue, or fails the connection */
     }
 }
 
@@ -947,7 +949,8 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     }
     p->batch_timer_armed = false;
     if (may_send(p))
-        send_batch(p);
+        send_batch(p); /* what waited batch_delay goes, however few */
+    try_flush(p);
 }
 
 /* ---- life ---- */
