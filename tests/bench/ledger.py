@@ -134,7 +134,7 @@ http {
   keepalive_timeout 300s;
   client_body_temp_path %(dir)s/body;
   proxy_temp_path %(dir)s/proxy;
-  upstream up { server 127.0.0.1:%(up)d; keepalive 64; keepalive_requests 10000000; }
+  upstream up { server 127.0.0.1:%(up)d; keepalive 1024; keepalive_requests 10000000; }
   server {
     listen 127.0.0.1:%(port)d;
     location / { proxy_pass http://up; proxy_http_version 1.1;
