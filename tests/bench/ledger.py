@@ -249,8 +249,11 @@ def main():
             elif spool:
                 extra = frozen.audit_section(spool_dir)
             extra += "[log]\naccess_log = off\n"
+            # as many idle upstream connections as nginx keeps (keepalive 1024 above): with
+            # the default pool_size of 64, every request beyond 64 bots opens and closes one
             gw = harness.Gateway(d, url, threads=args.threads, extra_sections=extra,
-                                 server_extra="client_timeout = 300s")
+                                 server_extra="client_timeout = 300s",
+                                 upstream_extra="pool_size = 1024\npool_max = 1024\n")
             procs.append(gw)
             gw.wait_ready()
             return gw
