@@ -415,6 +415,18 @@ static bool all_done(struct env *e)
     return n >= want_done;
 }
 
+/* The database holds its answers; row 0 goes alone as the first batch. Returns the Syncs the
+ * connection had read before it (the prepares'). */
+static int hold_first_batch(struct env *e)
+{
+    e->db.hold = true;
+    int base_syncs = e->db.syncs;
+    submit_rows(e, 0, 1);
+    want_syncs = base_syncs + 1;
+    assert_true(run_until(syncs_reached, 2000));
+    return base_syncs;
+}
+
 /* ---- tests ---- */
 
 /* Row 0 goes alone and is held by the database; rows 1-8, 9-16 and 17-24 go as three more
@@ -422,11 +434,7 @@ static bool all_done(struct env *e)
 static void test_four_batches_on_the_wire_then_the_fifth(void **state)
 {
     struct env *e = *state;
-    e->db.hold = true;
-    int base_syncs = e->db.syncs; /* the prepares' */
-    submit_rows(e, 0, 1);
-    want_syncs = base_syncs + 1;
-    assert_true(run_until(syncs_reached, 2000));
+    int base_syncs = hold_first_batch(e);
     submit_rows(e, 1, 33);
     want_syncs = base_syncs + 4;
     assert_true(run_until(syncs_reached, 2000));
@@ -455,11 +463,7 @@ static void test_four_batches_on_the_wire_then_the_fifth(void **state)
 static void test_a_further_batch_waits_for_eight_statements(void **state)
 {
     struct env *e = *state;
-    e->db.hold = true;
-    int base_syncs = e->db.syncs;
-    submit_rows(e, 0, 1);
-    want_syncs = base_syncs + 1;
-    assert_true(run_until(syncs_reached, 2000));
+    int base_syncs = hold_first_batch(e);
     submit_rows(e, 1, 8);
     settle(50);
     assert_int_equal(e->db.syncs, base_syncs + 1);
@@ -478,11 +482,7 @@ static void test_a_further_batch_waits_for_eight_statements(void **state)
 static void test_a_refused_row_fails_alone_the_batches_around_it_commit(void **state)
 {
     struct env *e = *state;
-    e->db.hold = true;
-    int base_syncs = e->db.syncs;
-    submit_rows(e, 0, 1);
-    want_syncs = base_syncs + 1;
-    assert_true(run_until(syncs_reached, 2000));
+    int base_syncs = hold_first_batch(e);
     submit_rows(e, 1, 4);
     submit(e, 4, "poison-4");
     submit_rows(e, 5, 17);
@@ -519,11 +519,7 @@ static bool reconnected(struct env *e)
 static void test_connection_lost_with_batches_on_the_wire(void **state)
 {
     struct env *e = *state;
-    e->db.hold = true;
-    int base_syncs = e->db.syncs;
-    submit_rows(e, 0, 1);
-    want_syncs = base_syncs + 1;
-    assert_true(run_until(syncs_reached, 2000));
+    int base_syncs = hold_first_batch(e);
     submit_rows(e, 1, 17);
     want_syncs = base_syncs + 3;
     assert_true(run_until(syncs_reached, 2000));
@@ -546,11 +542,7 @@ static void test_connection_lost_with_batches_on_the_wire(void **state)
 static void test_depth_one_sends_one_batch_at_a_time(void **state)
 {
     struct env *e = *state;
-    e->db.hold = true;
-    int base_syncs = e->db.syncs;
-    submit_rows(e, 0, 1);
-    want_syncs = base_syncs + 1;
-    assert_true(run_until(syncs_reached, 2000));
+    int base_syncs = hold_first_batch(e);
     submit_rows(e, 1, 25);
     settle(50);
     assert_int_equal(e->db.syncs, base_syncs + 1);
@@ -567,11 +559,7 @@ static void test_depth_one_sends_one_batch_at_a_time(void **state)
 static void test_stalled_counts_from_the_oldest_batch(void **state)
 {
     struct env *e = *state;
-    e->db.hold = true;
-    int base_syncs = e->db.syncs;
-    submit_rows(e, 0, 1);
-    want_syncs = base_syncs + 1;
-    assert_true(run_until(syncs_reached, 2000));
+    int base_syncs = hold_first_batch(e);
     settle(120);
     submit_rows(e, 1, 9);
     want_syncs = base_syncs + 2;
