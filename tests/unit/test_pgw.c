@@ -415,6 +415,13 @@ static bool all_done(struct env *e)
     return n >= want_done;
 }
 
+/* Turn the loop until the database has read N Syncs (batches), or fail. */
+static void wait_syncs(int n)
+{
+    want_syncs = n;
+    assert_true(run_until(syncs_reached, 2000));
+}
+
 /* The database holds its answers; row 0 goes alone as the first batch. Returns the Syncs the
  * connection had read before it (the prepares'). */
 static int hold_first_batch(struct env *e)
@@ -422,8 +429,7 @@ static int hold_first_batch(struct env *e)
     e->db.hold = true;
     int base_syncs = e->db.syncs;
     submit_rows(e, 0, 1);
-    want_syncs = base_syncs + 1;
-    assert_true(run_until(syncs_reached, 2000));
+    wait_syncs(base_syncs + 1);
     return base_syncs;
 }
 
@@ -436,8 +442,7 @@ static void test_four_batches_on_the_wire_then_the_fifth(void **state)
     struct env *e = *state;
     int base_syncs = hold_first_batch(e);
     submit_rows(e, 1, 33);
-    want_syncs = base_syncs + 4;
-    assert_true(run_until(syncs_reached, 2000));
+    wait_syncs(base_syncs + 4);
     settle(50);
     assert_int_equal(e->db.syncs, base_syncs + 4);
     assert_int_equal(e->max_in_flight, 4);
@@ -469,8 +474,7 @@ static void test_a_further_batch_waits_for_eight_statements(void **state)
     assert_int_equal(e->db.syncs, base_syncs + 1);
     assert_int_equal(pgw_queued(e->p), 7);
     submit_rows(e, 8, 9);
-    want_syncs = base_syncs + 2;
-    assert_true(run_until(syncs_reached, 2000));
+    wait_syncs(base_syncs + 2);
     assert_int_equal(pgw_queued(e->p), 0);
     fake_release(&e->db);
     want_done = 9;
@@ -486,8 +490,7 @@ static void test_a_refused_row_fails_alone_the_batches_around_it_commit(void **s
     submit_rows(e, 1, 4);
     submit(e, 4, "poison-4");
     submit_rows(e, 5, 17);
-    want_syncs = base_syncs + 3;
-    assert_true(run_until(syncs_reached, 2000));
+    wait_syncs(base_syncs + 3);
     fake_release(&e->db);
     want_done = 17;
     assert_true(run_until(all_done, 3000));
@@ -521,8 +524,7 @@ static void test_connection_lost_with_batches_on_the_wire(void **state)
     struct env *e = *state;
     int base_syncs = hold_first_batch(e);
     submit_rows(e, 1, 17);
-    want_syncs = base_syncs + 3;
-    assert_true(run_until(syncs_reached, 2000));
+    wait_syncs(base_syncs + 3);
     e->db.hold = false;
     e->db.outlen = 0; /* the held answers are lost with the connection */
     fake_close(&e->db);
@@ -562,8 +564,7 @@ static void test_stalled_counts_from_the_oldest_batch(void **state)
     int base_syncs = hold_first_batch(e);
     settle(120);
     submit_rows(e, 1, 9);
-    want_syncs = base_syncs + 2;
-    assert_true(run_until(syncs_reached, 2000));
+    wait_syncs(base_syncs + 2);
     assert_true(pgw_stalled(e->p, 100)); /* batch 1 went 120+ ms ago */
     assert_false(pgw_stalled(e->p, 5000));
     fake_release(&e->db);
