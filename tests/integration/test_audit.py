@@ -613,6 +613,11 @@ class AuditTest(GatewayTest):
         forwarded = {dict((k.lower(), v) for k, v in r["headers"]).get("x-request-id")
                      for r in self.mock.requests() if "FinishRun" in r["path"]}
         self.assertEqual(forwarded, set(results))
+        # the writer logs before it answers, but the harness reads the gateway's stderr on a
+        # thread of its own: the line may reach it after the 503 reached the bot
+        failed = wait_for(lambda: gw.proc.find("audit statement failed"),
+                          what="the failed statement's log line")
+        time.sleep(0.2)
         failed = gw.proc.find("audit statement failed")
         self.assertEqual(len(failed), 1, failed)
         self.assertIn("poisoned row poison-12", failed[0]["error"])

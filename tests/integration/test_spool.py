@@ -143,7 +143,7 @@ class SpoolTest(GatewayTest):
         lines = gw.proc.find("ledger: the audit database cannot take rows in time; records go "
                              "to the spool")
         self.assertTrue(lines)
-        self.assertTrue(gw.proc.find("spool replay: done"))
+        wait_for(lambda: gw.proc.find("spool replay: done"), what="the replay's log line")
 
     def test_database_frozen_mid_load_then_resumed(self):
         gw = self.spool_gateway()
