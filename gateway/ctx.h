@@ -20,6 +20,7 @@ struct pool;
 struct audit_thread;
 struct gw_stats;
 struct gw_request;
+struct identity_cache;
 
 struct gw_ctx {
     int index; /* worker thread number, for logs and records */
@@ -29,7 +30,8 @@ struct gw_ctx {
     struct pool *pools[ROUTE_UPSTREAM_COUNT];
     struct audit_thread *audit; /* NULL: the ledger is off */
     struct gw_stats *stats;
-    bool draining; /* shutting down: new requests get 503, replies close */
+    struct identity_cache *identities; /* bots' token claims decoded (NULL: decode each time) */
+    bool draining;                     /* shutting down: new requests get 503, replies close */
     /* Requests in flight on this thread; request.c keeps the list. */
     TAILQ_HEAD(gw_request_list, gw_request) requests;
     unsigned nrequests;

@@ -183,7 +183,7 @@ size_t request_buffered_bytes(void)
 const struct identity *request_identity(struct gw_request *r)
 {
     if (!r->who_known) {
-        identity_from_authorization(request_header(r, "Authorization"), &r->who);
+        identity_cached(r->ctx->identities, request_header(r, "Authorization"), &r->who);
         r->who_known = true;
     }
     return &r->who;

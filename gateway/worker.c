@@ -14,6 +14,7 @@
 
 #include "audit.h"
 #include "conn.h"
+#include "identity.h"
 #include "log.h"
 #include "pool.h"
 #include "request.h"
@@ -238,6 +239,7 @@ struct worker *worker_new(int index, struct config *cfg, SSL_CTX *client_tls, SS
     ctx->index = index;
     ctx->cfg = w->cfg;
     ctx->stats = &w->stats;
+    ctx->identities = identity_cache_new(); /* NULL when memory is short: no cache, no harm */
     TAILQ_INIT(&ctx->requests);
 
     /* The loop belongs to this thread alone (the stop request comes through a pipe), so it
@@ -356,6 +358,7 @@ void worker_join_and_free(struct worker *w)
             SSL_CTX_free(w->retired[i].tls);
     }
     audit_thread_free(ctx->audit);
+    identity_cache_free(ctx->identities);
     if (w->janitor)
         event_free(w->janitor);
     if (w->stop_ev)

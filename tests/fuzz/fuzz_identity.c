@@ -2,7 +2,8 @@
  * fuzz_identity: libFuzzer target for identity.c (the bot identity from a bearer token).
  * The input is the Authorization header value. Beyond "no crash, no sanitizer report": both
  * texts are NUL-terminated within their buffers, valid UTF-8 and without NUL inside (what the
- * audit tables need), and the same input gives the same identity.
+ * audit tables need), and the same input gives the same identity, through the cache (twice:
+ * a miss, then a hit) as well as without it.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -50,6 +51,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_text(a.customer_key);
     check_text(a.subject);
     CHECK(strcmp(a.customer_key, b.customer_key) == 0 && strcmp(a.subject, b.subject) == 0);
+    static struct identity_cache *cache; /* lives across inputs: slots get overwritten */
+    if (!cache)
+        cache = identity_cache_new();
+    for (int i = 0; i < 2; i++) {
+        identity_cached(cache, auth, &b);
+        CHECK(strcmp(a.customer_key, b.customer_key) == 0 && strcmp(a.subject, b.subject) == 0);
+    }
     free(auth);
     return 0;
 }
