@@ -1084,16 +1084,15 @@ static enum request_next response_phase(struct gw_request *r)
 static void write_outcome(struct audit_thread *a, struct gw_request *r, struct audit_rec *rec,
                           bool record_spooled)
 {
-    char received[40], up[8], sent[8], as[32], us[32], ts[32];
+    char received[40], up[24], sent[24], as[32], us[32], ts[32];
     ledger_time(r->t_wall_ms, received, sizeof(received));
     int ustatus = r->call ? upstream_call_status(r->call) : 0;
-    snprintf(up, sizeof(up), "%d", ustatus);
-    snprintf(sent, sizeof(sent), "%d", r->status);
+    util_fmt_i64(up, ustatus);
+    util_fmt_i64(sent, r->status);
     uint64_t now = util_now_ms();
-    snprintf(as, sizeof(as), "%.3f",
-             rec->t_committed_ms ? (double)(rec->t_committed_ms - r->t_start_ms) / 1000.0 : 0.0);
-    snprintf(us, sizeof(us), "%.3f", (double)r->t_up_us / 1e6);
-    snprintf(ts, sizeof(ts), "%.3f", (double)(now - r->t_start_ms) / 1000.0);
+    util_fmt_millis(as, rec->t_committed_ms ? rec->t_committed_ms - r->t_start_ms : 0);
+    util_fmt_millis(us, (r->t_up_us + 500) / 1000); /* rounded to the millisecond */
+    util_fmt_millis(ts, now - r->t_start_ms);
     const char *failure = NULL;
     if (ustatus == 0)
         failure = rec->state == REC_FAILED ? "audit.commit_timeout"

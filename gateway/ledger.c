@@ -373,12 +373,29 @@ bool ledger_settings_find(const struct ledger_settings *s, const struct config *
 
 void ledger_time(uint64_t wall_ms, char *buf, size_t len)
 {
-    time_t s = (time_t)(wall_ms / 1000);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    snprintf(buf, len, "%04d-%02d-%02d %02d:%02d:%02d.%03u+00", (tm.tm_year + 1900) % 10000,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             (unsigned)(wall_ms % 1000));
+    /* The date and time of the second, formatted once per second per thread (every record
+     * and outcome carries a time: gmtime and snprintf per row showed in profiles). */
+    static __thread uint64_t cached_sec = UINT64_MAX;
+    static __thread char cached[80]; /* "YYYY-MM-DD HH:MM:SS" (room for what %d could be) */
+    uint64_t sec = wall_ms / 1000;
+    if (sec != cached_sec) {
+        time_t t = (time_t)sec;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        snprintf(cached, sizeof(cached), "%04d-%02d-%02d %02d:%02d:%02d",
+                 (tm.tm_year + 1900) % 10000, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                 tm.tm_sec);
+        cached_sec = sec;
+    }
+    char full[32];
+    memcpy(full, cached, 19);
+    unsigned ms = (unsigned)(wall_ms % 1000);
+    full[19] = '.';
+    full[20] = (char)('0' + ms / 100);
+    full[21] = (char)('0' + ms / 10 % 10);
+    full[22] = (char)('0' + ms % 10);
+    memcpy(full + 23, "+00", 4);
+    util_copy_text(buf, len, full);
 }
 
 /* The overrides exactly as sent: only the keys present, null kept. */
@@ -420,14 +437,23 @@ static void kpi_texts(enum ledger_kind kind, const char *pk, const struct kpi_se
     t->rule = kpi_rule_name(k.rule);
     t->entries = t->seconds = t->settings = NULL;
     if (k.has_entries) {
-        snprintf(t->ent, sizeof(t->ent), "%" PRId64, k.entries);
+        util_fmt_i64(t->ent, k.entries);
         t->entries = t->ent;
     }
     if (k.has_seconds) {
-        snprintf(t->sec, sizeof(t->sec), "%" PRId64, k.seconds);
+        util_fmt_i64(t->sec, k.seconds);
         t->seconds = t->sec;
     }
-    if (pk && st) {
+    /* The settings' text, kept per thread for the last settings seen: most rows in a row
+     * value the same process. Equal bytes, equal settings: a hit is exact. */
+    static __thread struct kpi_settings last_st;
+    static __thread bool last_from_table, have_last;
+    static __thread char last_set[sizeof(t->set)];
+    if (pk && st && have_last && last_from_table == from_table &&
+        memcmp(&last_st, st, sizeof(*st)) == 0) {
+        memcpy(t->set, last_set, sizeof(t->set));
+        t->settings = t->set;
+    } else if (pk && st) {
         snprintf(t->set, sizeof(t->set),
                  "{\"source\": \"%s\", \"tasksEnabled\": %s, \"secondsPerRun\": %d, "
                  "\"secondsPerTask\": %d, \"advancedMode\": %s, \"defaultEntries\": %d, "
@@ -436,22 +462,26 @@ static void kpi_texts(enum ledger_kind kind, const char *pk, const struct kpi_se
                  st->seconds_per_run, st->seconds_per_task, st->advanced_mode ? "true" : "false",
                  st->default_entries, st->seconds_per_entry);
         t->settings = t->set;
+        memcpy(&last_st, st, sizeof(*st));
+        last_from_table = from_table;
+        memcpy(last_set, t->set, sizeof(last_set));
+        have_last = true;
     }
 }
 
 struct ledger_rec *ledger_audit_record(const struct ledger_audit_in *in)
 {
-    char received[40], id[24], overrides[160], sec[16], ent[16], item[16];
+    char received[40], id[24], overrides[160], sec[24], ent[24], item[24];
     char ckey[IDENTITY_MAX], subject[IDENTITY_MAX], pk[256], reason_msg[256];
     const struct payload_result *p = in->payload;
     bool has_sec = p && p->seconds_state == PAYLOAD_VALUE;
     bool has_ent = p && p->entries_state == PAYLOAD_VALUE;
     ledger_time(in->received_wall_ms, received, sizeof(received));
-    snprintf(id, sizeof(id), "%" PRId64, in->id);
+    util_fmt_i64(id, in->id);
     overrides_json(p, overrides, sizeof(overrides));
-    snprintf(sec, sizeof(sec), "%" PRId32, has_sec ? p->seconds : 0);
-    snprintf(ent, sizeof(ent), "%" PRId32, has_ent ? p->entries : 0);
-    snprintf(item, sizeof(item), "%u", in->item);
+    util_fmt_i64(sec, has_sec ? p->seconds : 0);
+    util_fmt_i64(ent, has_ent ? p->entries : 0);
+    util_fmt_i64(item, in->item);
     if (in->process_key)
         util_copy_text(pk, sizeof(pk), in->process_key);
     if (in->reason_message)

@@ -28,6 +28,37 @@ uint64_t util_now_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+size_t util_fmt_i64(char *buf, int64_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    /* through the unsigned magnitude: -INT64_MIN does not fit an int64_t */
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    size_t o = 0;
+    if (v < 0)
+        buf[o++] = '-';
+    while (n)
+        buf[o++] = tmp[--n];
+    buf[o] = '\0';
+    return o;
+}
+
+size_t util_fmt_millis(char *buf, uint64_t ms)
+{
+    size_t o = util_fmt_i64(buf, (int64_t)(ms / 1000));
+    unsigned f = (unsigned)(ms % 1000);
+    buf[o++] = '.';
+    buf[o++] = (char)('0' + f / 100);
+    buf[o++] = (char)('0' + f / 10 % 10);
+    buf[o++] = (char)('0' + f % 10);
+    buf[o] = '\0';
+    return o;
+}
+
 uint64_t util_wall_ms(void)
 {
     struct timespec ts;

@@ -46,6 +46,15 @@ char *util_copy_text(char *dst, size_t cap, const char *src);
  */
 int util_cpus_available(const char *cgroup_dir, int max);
 
+/* Decimal text of V into BUF (at least 21 bytes), NUL-terminated; returns its length. What
+ * snprintf("%lld") writes, without its format interpreter (ledger rows carry several numbers
+ * per request: the formatting showed in profiles). */
+size_t util_fmt_i64(char *buf, int64_t v);
+
+/* MS milliseconds as seconds with three decimals ("12.345") into BUF (at least 25 bytes);
+ * returns the length. */
+size_t util_fmt_millis(char *buf, uint64_t ms);
+
 /* Set TCP_NODELAY on FD; returns 0 or -1 with errno. */
 int util_set_nodelay(int fd);
 

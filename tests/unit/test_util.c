@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <inttypes.h>
 #include <stdbool.h>
 #include <sched.h>
 #include <stdio.h>
@@ -135,6 +136,41 @@ static void test_cpus_available_honours_the_cgroup_quota(void **state)
     rmdir(dir);
 }
 
+/* The number formatters write what snprintf writes. */
+static void test_number_formatting_matches_snprintf(void **state)
+{
+    (void)state;
+    const int64_t vals[] = {0,
+                            1,
+                            -1,
+                            9,
+                            10,
+                            99,
+                            100,
+                            12345,
+                            -12345,
+                            2147483647,
+                            -2147483648LL,
+                            INT64_MAX,
+                            INT64_MIN,
+                            1000000000000LL};
+    for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+        char got[24], want[24];
+        size_t n = util_fmt_i64(got, vals[i]);
+        snprintf(want, sizeof(want), "%" PRId64, vals[i]);
+        assert_string_equal(got, want);
+        assert_int_equal(n, strlen(want));
+    }
+    const uint64_t ms[] = {0, 1, 9, 10, 99, 100, 999, 1000, 1001, 12345, 3600000, 86399999};
+    for (size_t i = 0; i < sizeof(ms) / sizeof(ms[0]); i++) {
+        char got[32], want[32];
+        size_t n = util_fmt_millis(got, ms[i]);
+        snprintf(want, sizeof(want), "%" PRIu64 ".%03u", ms[i] / 1000, (unsigned)(ms[i] % 1000));
+        assert_string_equal(got, want);
+        assert_int_equal(n, strlen(want));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -142,6 +178,7 @@ int main(void)
         cmocka_unit_test(test_copy_text_cuts_to_fit),
         cmocka_unit_test(test_request_ids),
         cmocka_unit_test(test_cpus_available_honours_the_cgroup_quota),
+        cmocka_unit_test(test_number_formatting_matches_snprintf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
