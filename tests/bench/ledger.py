@@ -23,7 +23,9 @@ database is frozen (a cluster of its own, SIGSTOPped: commits hang), so that eve
 goes to the spool ([audit] spool_dir, fdatasync'ed, group-committed) before the request is
 forwarded: what bots get while the database stalls.
 
-Reported: req/s, p50, p99 per configuration and workload; the ratios to nginx; PostgreSQL's
+Reported: req/s, p50, p99 per configuration and workload; the ratios to nginx; the proxy's own
+CPU per request (the nginx or gateway process with all its threads and children, from /proc:
+the steadiest figure for comparing two builds of the gateway); PostgreSQL's
 CPU time (user + system of the postmaster and all its children, from /proc) per ledger row
 written (records + outcomes + runId maps) and rows per request; the whole machine's CPU per
 request (/proc/stat, busy time over the requests served) and how busy the cores were; the
@@ -144,10 +146,9 @@ http {
 """
 
 
-def pg_cpu_seconds(cluster):
-    """User + system CPU of the postmaster and every child, in seconds."""
+def tree_cpu_seconds(pid):
+    """User + system CPU of process PID (all its threads) and its children, in seconds."""
     tick = os.sysconf("SC_CLK_TCK")
-    pid = cluster.proc.pid
     pids = [pid]
     try:
         pids += [int(p) for p in open("/proc/%d/task/%d/children" % (pid, pid)).read().split()]
@@ -161,6 +162,11 @@ def pg_cpu_seconds(cluster):
         except (OSError, IndexError):
             pass
     return total / tick
+
+
+def pg_cpu_seconds(cluster):
+    """User + system CPU of the postmaster and every child, in seconds."""
+    return tree_cpu_seconds(cluster.proc.pid)
 
 
 def machine_cpu():
@@ -283,6 +289,10 @@ def main():
                    ("gateway, spooling", gw_spool.port)]
         if args.only:
             targets = [t for t in targets if t[1] == ngx_port or args.only in t[0]]
+        proxy_pid = {ngx_port: ngx.pid}  # nginx's master; its workers are its children
+        for g in (gw_plain, gw_audit, gw_spool, gw_away):
+            proxy_pid[g.port] = g.proc.p.pid
+        own = {}  # (workload, name) -> [proxy CPU s, requests]
         for _, port in targets:
             wrk("http://127.0.0.1:%d" % port, scripts["learned"], 2, args.connections)
         frozen.freeze()
@@ -303,10 +313,13 @@ def main():
                         c0, r0 = pg_cpu_seconds(cluster), ledger_rows(cluster)
                     if port == gw_spool.port:
                         s0 = spool_counters(gw_spool)
-                    m0 = machine_cpu()
+                    m0, p0 = machine_cpu(), tree_cpu_seconds(proxy_pid[port])
                     r = wrk("http://127.0.0.1:%d" % port, scripts[wl], args.seconds,
                             args.connections)
-                    m1 = machine_cpu()
+                    m1, p1 = machine_cpu(), tree_cpu_seconds(proxy_pid[port])
+                    acc = own.setdefault((wl, name), [0.0, 0.0])
+                    acc[0] += p1 - p0
+                    acc[1] += r["rps"] * args.seconds
                     acc = machine.setdefault((wl, name), [0.0, 0.0, 0.0])
                     acc[0] += m1[0] - m0[0]
                     acc[1] += m1[1] - m0[1]
@@ -352,6 +365,10 @@ def main():
                 busy, total, reqs = machine[(wl, name)]
                 print("%-9s %-22s machine CPU per request: %.1f us (busy %.0f%% of all cores)"
                       % ("", name, busy * 1e6 / max(reqs, 1), 100 * busy / max(total, 1e-9)))
+            for name, _ in targets:
+                secs, reqs = own[(wl, name)]
+                print("%-9s %-22s proxy's own CPU per request: %.1f us" % (
+                    "", name, secs * 1e6 / max(reqs, 1)))
             nbusy, _, nreqs = machine[(wl, targets[0][0])]
             for name, port in targets:
                 secs, rows = cpu.get((wl, port), (0.0, 0))
