@@ -298,6 +298,39 @@ class SchemaTest(unittest.TestCase):
         self.refused("insert into audit_outcome (request_id, received_at, endpoint, "
                      "gateway_instance) values ('o', '%s', 'FinishRun', 'gw')" % at,
                      "audit_outcome_answer_check")
+        # 0006 keeps every rule of the three audit tables in one CHECK each (a PL/pgSQL
+        # function: prepared once per connection, not per statement); each rule still refuses
+        # with its own name, and a rule that is NULL still passes
+        task = ("insert into task_action_audit (request_id, received_at, item, endpoint, action, "
+                "gateway_instance, task_id, kpi_rule, decision) values ('t', '%s', %s, %s, %s, "
+                "'gw', 1, 'defaults', 'accepted')")
+        self.refused(task % (at, "-1", "'Solved'", "'Solved'"), "task_action_audit_item_check")
+        self.refused(task % (at, "0", "'Solved'", "'Later'"), "task_action_audit_action_check")
+        self.refused(task % (at, "0", "'Solved'", "null"), "task_action_audit_accepted_check")
+        self.sql(task % (at, "0", "'Solved'", "'Solved'"))  # a valid row passes them all
+        outcome = ("insert into audit_outcome (request_id, received_at, endpoint, gateway_instance, "
+                   "upstream_status, status_sent, total_seconds) values ('o%d', '%s', 'FinishRun', "
+                   "'gw', %s, %s, %s)")
+        self.refused(outcome % (1, at, "99", "200", "0.1"), "audit_outcome_status_check")
+        self.refused(outcome % (2, at, "200", "600", "0.1"), "audit_outcome_status_sent_check")
+        self.refused(outcome % (3, at, "200", "200", "-0.1"), "audit_outcome_seconds_check")
+        self.sql(outcome % (4, at, "200", "200", "null"))  # NULL seconds: the rule passes
+        self.refused("insert into finishrun_audit (request_id, received_at, gateway_instance, "
+                     "run_id, decision, kpi_rule, overrides, overwrite_seconds_saved) values "
+                     "('z', '%s', 'gw', 1, 'accepted', 'defaults', "
+                     "'{\"overwriteSecondsSaved\": 5}', 6)" % at,
+                     "finishrun_audit_overwrite_seconds_check")
+        checks = self.sql("select conrelid::regclass::text, conname, convalidated from "
+                          "pg_constraint where contype = 'c' and conrelid in ('finishrun_audit'::"
+                          "regclass, 'task_action_audit'::regclass, 'audit_outcome'::regclass) "
+                          "order by 1")
+        self.assertEqual(checks, [["audit_outcome", "audit_outcome_row_check", "f"],
+                                  ["finishrun_audit", "finishrun_audit_row_check", "f"],
+                                  ["task_action_audit", "task_action_audit_row_check", "f"]])
+        # added NOT VALID (no scan under an exclusive lock); the operator validates later
+        self.sql("select gateway_validate_row_checks()")
+        self.assertEqual(self.sql("select count(*) from pg_constraint where conname like "
+                                  "'%_row_check' and not convalidated"), [["0"]])
         self.refused("insert into process_kpi_settings (process_key, seconds_per_run) values "
                      "('pk', -1)", "process_kpi_settings_seconds_per_run_check")
         self.refused("insert into process_kpi_settings (process_key) values ('')",
