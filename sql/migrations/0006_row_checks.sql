@@ -2,9 +2,9 @@
 --
 -- Why. PostgreSQL prepares a table's CHECK constraints again for every statement that inserts
 -- into it (it reads each constraint's stored expression tree and plans it), and the gateway's
--- batched inserts are many short statements: with eleven and seven such constraints on the two
+-- batched inserts are many short statements: with seven and four such constraints on the two
 -- hottest tables this was 20-35% of the database's CPU per ledger row in the ledger benchmark
--- (tests/bench/ledger.py: 30-54 us per row with them, 24-30 us with the rules moved here, 23-28
+-- (tests/bench/ledger.py: 30-54 us per row with them, 24-31 us with the rules moved here, 23-28
 -- us with no rules at all). A PL/pgSQL function is compiled once per connection and its
 -- expressions planned once; the CHECK that calls it is a small expression.
 --
