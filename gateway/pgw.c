@@ -125,6 +125,17 @@ static bool may_send(const struct pgw *p)
 static void try_flush(struct pgw *p);
 static void start_connect(struct pgw *p);
 
+/* Arm the batch timer for batch_delay (0: the next loop turn) unless it is armed already. */
+static void arm_batch_timer(struct pgw *p)
+{
+    if (p->batch_timer_armed)
+        return;
+    struct timeval tv = {.tv_sec = p->opt.batch_delay_ms / 1000,
+                         .tv_usec = (p->opt.batch_delay_ms % 1000) * 1000};
+    evtimer_add(p->timer, &tv);
+    p->batch_timer_armed = true;
+}
+
 /* ---- items ---- */
 
 static void item_free(struct pgw_item *it)
@@ -177,12 +188,8 @@ struct pgw_item *pgw_submit(struct pgw *p, size_t stmt, const char *const *value
     p->nqueued++;
     /* A batch is started from the loop, never from here: a callback must not run inside the
      * call that submitted its statement (send_batch can fail and finish items). */
-    if (may_send(p) && !p->batch_timer_armed) {
-        struct timeval tv = {.tv_sec = p->opt.batch_delay_ms / 1000,
-                             .tv_usec = (p->opt.batch_delay_ms % 1000) * 1000};
-        evtimer_add(p->timer, &tv);
-        p->batch_timer_armed = true;
-    }
+    if (may_send(p))
+        arm_batch_timer(p);
     return it;
 }
 
@@ -924,12 +931,7 @@ static void try_flush(struct pgw *p)
 {
     while (may_send(p)) {
         if (p->nqueued < p->opt.batch_size && p->opt.batch_delay_ms > 0) {
-            if (!p->batch_timer_armed) {
-                struct timeval tv = {.tv_sec = p->opt.batch_delay_ms / 1000,
-                                     .tv_usec = (p->opt.batch_delay_ms % 1000) * 1000};
-                evtimer_add(p->timer, &tv);
-                p->batch_timer_armed = true;
-            }
+            arm_batch_timer(p);
             return;
         }
         if (p->batch_timer_armed) {
