@@ -420,6 +420,14 @@ static void overrides_json(const struct payload_result *p, char *buf, size_t len
     snprintf(buf + o, len - o, "}");
 }
 
+/* Field by field: the struct has padding, which a byte compare would read. */
+static bool settings_equal(const struct kpi_settings *a, const struct kpi_settings *b)
+{
+    return a->tasks_enabled == b->tasks_enabled && a->seconds_per_run == b->seconds_per_run &&
+           a->seconds_per_task == b->seconds_per_task && a->advanced_mode == b->advanced_mode &&
+           a->default_entries == b->default_entries && a->seconds_per_entry == b->seconds_per_entry;
+}
+
 /* Texts of the KPI fields of an accepted record. */
 struct kpi_texts {
     const char *rule, *entries, *seconds, *settings;
@@ -445,12 +453,11 @@ static void kpi_texts(enum ledger_kind kind, const char *pk, const struct kpi_se
         t->seconds = t->sec;
     }
     /* The settings' text, kept per thread for the last settings seen: most rows in a row
-     * value the same process. Equal bytes, equal settings: a hit is exact. */
+     * value the same process. Every field compared: a hit is exact. */
     static __thread struct kpi_settings last_st;
     static __thread bool last_from_table, have_last;
     static __thread char last_set[sizeof(t->set)];
-    if (pk && st && have_last && last_from_table == from_table &&
-        memcmp(&last_st, st, sizeof(*st)) == 0) {
+    if (pk && st && have_last && last_from_table == from_table && settings_equal(&last_st, st)) {
         memcpy(t->set, last_set, sizeof(t->set));
         t->settings = t->set;
     } else if (pk && st) {
@@ -462,7 +469,7 @@ static void kpi_texts(enum ledger_kind kind, const char *pk, const struct kpi_se
                  st->seconds_per_run, st->seconds_per_task, st->advanced_mode ? "true" : "false",
                  st->default_entries, st->seconds_per_entry);
         t->settings = t->set;
-        memcpy(&last_st, st, sizeof(*st));
+        last_st = *st;
         last_from_table = from_table;
         memcpy(last_set, t->set, sizeof(last_set));
         have_last = true;
