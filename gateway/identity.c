@@ -149,10 +149,10 @@ void identity_cached(struct identity_cache *c, const char *auth, struct identity
     }
     c->misses++;
     from_payload(seg, n, out);
-    char *key = sl->len >= n && sl->key ? sl->key : realloc(sl->key, n ? n : 1);
-    if (!key) { /* memory short: the slot stays as it was */
+    /* A miss only (once per bot and token). Memory short: the slot stays as it was. */
+    char *key = realloc(sl->key, n ? n : 1);
+    if (!key)
         return;
-    }
     memcpy(key, seg, n);
     sl->key = key;
     sl->len = n;

@@ -48,8 +48,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* A process's "Finish and Reporting" settings, as Anymate holds them (anymate-api.md §3). */
-/* A new field goes into ledger.c settings_equal() too (it keeps the settings' text per thread). */
+/* A process's "Finish and Reporting" settings, as Anymate holds them (anymate-api.md §3).
+ * A new field goes into ledger.c settings_equal() too (it keeps the settings' text per thread). */
 struct kpi_settings {
     bool tasks_enabled;        /* KPIs are logged per task; a FinishRun logs none */
     int32_t seconds_per_run;   /* seconds saved per finished run (tasks not enabled) */
