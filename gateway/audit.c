@@ -174,7 +174,7 @@ static bool lrec_to_spool(struct lrec *l)
     return true;
 }
 
-static void pgw_done(void *arg, enum pgw_status st, const PGresult *res, const char *error)
+static void pgw_done(void *arg, enum pgw_status st, const PGresult *res, int row, const char *error)
 {
     struct lrec *l = arg;
     struct audit_thread *a = l->a;
@@ -292,7 +292,7 @@ static struct lrec *ledger_write(struct audit_thread *a, struct ledger_rec *rec,
 
 /* ---- per-thread state ---- */
 
-static void settings_loaded_cb(void *arg, enum pgw_status st, const PGresult *res,
+static void settings_loaded_cb(void *arg, enum pgw_status st, const PGresult *res, int row,
                                const char *error)
 {
     struct audit_thread *a = arg;
@@ -313,7 +313,7 @@ static void settings_reload(struct audit_thread *a)
     pgw_submit(a->db, LST_SETTINGS, NULL, settings_loaded_cb, a);
 }
 
-static void partitions_done_cb(void *arg, enum pgw_status st, const PGresult *res,
+static void partitions_done_cb(void *arg, enum pgw_status st, const PGresult *res, int row,
                                const char *error)
 {
     if (st == PGW_FAILED)
@@ -772,13 +772,14 @@ static void write_records(struct audit_rec *rec)
     }
 }
 
-static void lookup_done(void *arg, enum pgw_status st, const PGresult *res, const char *error)
+static void lookup_done(void *arg, enum pgw_status st, const PGresult *res, int row,
+                        const char *error)
 {
     struct audit_item *it = arg;
     struct audit_rec *rec = it->rec;
     it->lookup = NULL;
-    if (st == PGW_OK && res && PQntuples(res) == 1) {
-        util_copy_text(it->process_key, sizeof(it->process_key), PQgetvalue(res, 0, 0));
+    if (st == PGW_OK && res && row < PQntuples(res) && !PQgetisnull(res, row, 0)) {
+        util_copy_text(it->process_key, sizeof(it->process_key), PQgetvalue(res, row, 0));
         it->have_process = true;
         idmap_put(is_run(rec->r) ? &rec->a->runs : &rec->a->tasks, it->p->id, it->process_key);
     } else if (st == PGW_FAILED) {

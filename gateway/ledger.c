@@ -270,19 +270,35 @@ static void build_statements(void)
                                                     "gw_run_map", "gw_task_map", "gw_refusals"};
     for (int k = 0; k < LEDGER_KINDS; k++) {
         statement_sql[k] = insert_sql((enum ledger_kind)k);
-        statements[k] = (struct pgw_statement){names[k], statement_sql[k], (int)kinds[k].n, true};
+        statements[k] = (struct pgw_statement){
+            .name = names[k], .sql = statement_sql[k], .nparams = (int)kinds[k].n, .batched = true};
     }
+    /* The lookups of a batch are one execution: one answer row per id, in order (NULL: not
+     * known). One statement per lookup cost PostgreSQL about 8 us each, a batched one about
+     * 1.3 us per id (pgbench, 16 per batch). */
     statements[LST_LOOKUP_RUN] = (struct pgw_statement){
-        "gw_lookup_run", "select process_key from run_process where run_id = $1", 1, false};
+        .name = "gw_lookup_run",
+        .sql = "select m.process_key from unnest($1::bigint[]) with ordinality as u(id, ord) "
+               "left join run_process m on m.run_id = u.id order by u.ord",
+        .nparams = 1,
+        .batched = true,
+        .row_results = true};
     statements[LST_LOOKUP_TASK] = (struct pgw_statement){
-        "gw_lookup_task", "select process_key from task_process where task_id = $1", 1, false};
+        .name = "gw_lookup_task",
+        .sql = "select m.process_key from unnest($1::bigint[]) with ordinality as u(id, ord) "
+               "left join task_process m on m.task_id = u.id order by u.ord",
+        .nparams = 1,
+        .batched = true,
+        .row_results = true};
     statements[LST_SETTINGS] = (struct pgw_statement){
-        "gw_settings",
-        "select process_key, tasks_enabled, seconds_per_run, seconds_per_task, advanced_mode, "
-        "default_entries, seconds_per_entry from process_kpi_settings",
-        0, false};
-    statements[LST_PARTITIONS] = (struct pgw_statement){
-        "gw_partitions", "select count(*) from gateway_ensure_partitions($1)", 1, false};
+        .name = "gw_settings",
+        .sql = "select process_key, tasks_enabled, seconds_per_run, seconds_per_task, "
+               "advanced_mode, default_entries, seconds_per_entry from process_kpi_settings",
+        .nparams = 0};
+    statements[LST_PARTITIONS] =
+        (struct pgw_statement){.name = "gw_partitions",
+                               .sql = "select count(*) from gateway_ensure_partitions($1)",
+                               .nparams = 1};
 }
 
 const struct pgw_statement *ledger_statements(void)

@@ -44,13 +44,20 @@ struct pgw_item {
     pgw_done_fn done;
     void *arg;
     bool cancelled;
-    bool solo;     /* send alone: its batched statement failed with other rows */
-    bool failed;   /* this statement's own error in the current batch */
-    bool suspect;  /* its unit failed with several rows: sent again solo */
-    bool last;     /* last item of its batch on the wire (the one its Sync closes) */
-    uint32_t unit; /* first item of a unit on the wire: the unit's size; 0 otherwise */
-    PGresult *res; /* its result in the current batch */
+    bool solo;              /* send alone: its batched statement failed with other rows */
+    bool failed;            /* this statement's own error in the current batch */
+    bool suspect;           /* its unit failed with several rows: sent again solo */
+    bool last;              /* last item of its batch on the wire (the one its Sync closes) */
+    uint32_t unit;          /* first item of a unit on the wire: the unit's size; 0 otherwise */
+    struct pgw_result *res; /* its result in the current batch (shared by a row_results unit) */
+    uint32_t row;           /* its row in res */
     char error[256];
+};
+
+/* A result and how many items hold it: every row of a row_results unit holds the same one. */
+struct pgw_result {
+    PGresult *res;
+    uint32_t refs;
 };
 TAILQ_HEAD(item_list, pgw_item);
 
@@ -138,17 +145,26 @@ static void arm_batch_timer(struct pgw *p)
 
 /* ---- items ---- */
 
+static void result_drop(struct pgw_item *it)
+{
+    struct pgw_result *r = it->res;
+    it->res = NULL;
+    if (r && --r->refs == 0) {
+        PQclear(r->res);
+        free(r);
+    }
+}
+
 static void item_free(struct pgw_item *it)
 {
-    if (it->res)
-        PQclear(it->res);
+    result_drop(it);
     free(it);
 }
 
 static void item_finish(struct pgw_item *it, enum pgw_status st)
 {
     if (!it->cancelled && it->done)
-        it->done(it->arg, st, it->res, it->error);
+        it->done(it->arg, st, it->res ? it->res->res : NULL, (int)it->row, it->error);
     item_free(it);
 }
 
@@ -335,10 +351,7 @@ static int flush_out(struct pgw *p)
  * order is kept), or drop it if cancelled. */
 static void requeue_head(struct pgw *p, struct pgw_item *it)
 {
-    if (it->res) {
-        PQclear(it->res);
-        it->res = NULL;
-    }
+    result_drop(it);
     it->failed = false;
     it->last = false;
     it->unit = 0;
@@ -705,6 +718,52 @@ static void unit_failed(struct pgw *p, const PGresult *res)
         it->suspect = true;
 }
 
+/* Mark every item of the unit starting at FIRST failed with WHY. */
+static void unit_fail_all(struct pgw_item *first, const char *why)
+{
+    struct pgw_item *it = first;
+    for (uint32_t i = 0; i < first->unit && it; i++, it = TAILQ_NEXT(it, link)) {
+        it->failed = true;
+        snprintf(it->error, sizeof(it->error), "%s", why);
+    }
+}
+
+/* RES is the result of the unit starting at FIRST (taken over: kept or cleared). A statement's
+ * result goes to its item; a row_results unit's to every row, each with its place; a batched
+ * write's is of no use to its rows (they get NULL). */
+static void keep_result(struct pgw *p, struct pgw_item *first, PGresult *res)
+{
+    const struct pgw_statement *s = &p->opt.statements[first->stmt];
+    uint32_t n = first->unit ? first->unit : 1;
+    if (s->batched && !s->row_results) {
+        PQclear(res);
+        return;
+    }
+    if (s->row_results && PQntuples(res) != (int)n) {
+        char why[160];
+        snprintf(why, sizeof(why), "%s answered %d rows for the %u rows it was given", s->name,
+                 PQntuples(res), n);
+        PQclear(res);
+        unit_fail_all(first, why);
+        return;
+    }
+    struct pgw_result *r = malloc(sizeof(*r));
+    if (!r) {
+        PQclear(res);
+        unit_fail_all(first, "out of memory");
+        return;
+    }
+    r->res = res;
+    r->refs = 0;
+    struct pgw_item *it = first;
+    for (uint32_t i = 0; i < (s->row_results ? n : 1) && it; i++, it = TAILQ_NEXT(it, link)) {
+        result_drop(it);
+        it->res = r;
+        it->row = i;
+        r->refs++;
+    }
+}
+
 static void next_unit(struct pgw *p)
 {
     struct pgw_item *it = p->current;
@@ -769,9 +828,7 @@ static void read_results(struct pgw *p)
         } else if (st == PGRES_PIPELINE_ABORTED) {
             PQclear(res); /* not this unit's fault: sent again */
         } else {
-            if (it->res)
-                PQclear(it->res);
-            it->res = res;
+            keep_result(p, it, res);
         }
     }
 }

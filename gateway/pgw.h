@@ -22,7 +22,12 @@
  * Batched rows. A statement marked `batched` takes one array per column (e.g. insert ... select
  * ... from unnest($1::text[], $2::timestamptz[], ...)): its submissions are rows, and all rows
  * of one batch go to PostgreSQL as a single execution of it, so a batch of 500 records costs a
- * handful of statements, not 500. Other statements (lookups) run once per submission.
+ * handful of statements, not 500. A batched statement marked `row_results` is a query that
+ * answers one row per row it was given, in the same order (e.g. select ... from unnest($1)
+ * with ordinality u left join ... order by u.ordinality): the lookups of a batch are one
+ * execution too, and each submission's callback gets the shared result and its own row in it.
+ * A different row count fails each of that execution's submissions. Other statements run once
+ * per submission.
  *
  * Failures. If a statement fails, PostgreSQL aborts the rest of the batch and rolls the
  * transaction back. A failed batched statement that carried several rows does not know which
@@ -62,7 +67,8 @@ struct pgw_statement {
     const char *name; /* prepared statement name */
     const char *sql;  /* with $1.. placeholders; for a batched statement each is an array */
     int nparams;
-    bool batched; /* rows: one submission is one row, one execution carries a batch of them */
+    bool batched;     /* rows: one submission is one row, one execution carries a batch of them */
+    bool row_results; /* batched query answering one row per row given, in order */
 };
 
 struct pgw_options {
@@ -97,10 +103,12 @@ enum pgw_status {
 
 /*
  * Callback of a submitted statement. RES is borrowed and cleared after the callback; it may be
- * NULL (always for batched statements). Never called after pgw_item_cancel, and never from
- * within pgw_submit.
+ * NULL (always for batched statements without row_results). ROW is this submission's row in
+ * RES: 0 for a statement run alone, its place in the execution for row_results (RES is then
+ * shared by every submission of that execution). Never called after pgw_item_cancel, and never
+ * from within pgw_submit.
  */
-typedef void (*pgw_done_fn)(void *arg, enum pgw_status status, const PGresult *res,
+typedef void (*pgw_done_fn)(void *arg, enum pgw_status status, const PGresult *res, int row,
                             const char *error);
 
 /* Start connecting at once. Returns NULL when out of memory or CONNINFO does not parse

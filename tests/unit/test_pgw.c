@@ -4,15 +4,19 @@
  * a statement PostgreSQL refuses in a middle batch (only its batch is rolled back; its rows go
  * again one by one, only the bad one fails), the connection lost with batches on the wire
  * (every row sent again after the reconnect, each callback once), and that no callback runs
- * inside pgw_submit.
+ * inside pgw_submit; batched lookups (one execution for the batch, each submission its own row
+ * of the answer, a wrong row count failing only the lookups).
  *
  * The database is a fake PostgreSQL in the same event loop, on a Unix socket in a temporary
  * directory (libpq needs no SSL or GSS negotiation there). It speaks just enough of protocol 3
  * for libpq's pipeline mode: the start-up handshake, then Parse -> ParseComplete, Bind ->
  * BindComplete, Describe -> NoData, Execute -> CommandComplete (or ErrorResponse when the
  * bound values contain "poison"; then it skips to the Sync, as PostgreSQL does), Sync ->
- * ReadyForQuery. While `hold` is set it reads and counts everything but keeps its answers, as
- * a database busy with the first batch would; `drop` closes the connection at once.
+ * ReadyForQuery. The statement "look" is a batched lookup: Describe answers a RowDescription,
+ * Execute one DataRow per id of its array, "proc-ID" for an even id and NULL for an odd one
+ * (one row fewer while `short_rows` is set). While `hold` is set it reads and counts everything but
+ * keeps its answers, as a database busy with the first batch would; `drop` closes the connection at
+ * once.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -52,6 +56,9 @@ struct fake {
     int conns;        /* connections accepted */
     int syncs;        /* Sync messages read on the current connection */
     int executes, refused;
+    bool bound_look;    /* the last Bind was of the lookup */
+    char look_ids[512]; /* its array parameter */
+    bool short_rows;    /* answer a lookup with one row too few */
 };
 
 static void put(struct fake *f, char type, const void *body, size_t len)
@@ -108,6 +115,57 @@ static void fake_close(struct fake *f)
     f->failed = false;
 }
 
+/* A Bind: note whether it binds "look", and its one parameter (a text array of ids). */
+static void bind_lookup(struct fake *f, const unsigned char *body, size_t len)
+{
+    const unsigned char *end = body + len;
+    const unsigned char *stmt = memchr(body, 0, len); /* after the portal name */
+    assert_non_null(stmt);
+    stmt++;
+    f->bound_look = strcmp((const char *)stmt, "look") == 0;
+    if (!f->bound_look)
+        return;
+    const unsigned char *o = stmt + strlen((const char *)stmt) + 1;
+    unsigned nfmt = (unsigned)(o[0] << 8 | o[1]);
+    o += 2 + 2 * nfmt;
+    assert_int_equal(o[0] << 8 | o[1], 1); /* one parameter */
+    o += 2;
+    uint32_t plen = (uint32_t)o[0] << 24 | (uint32_t)o[1] << 16 | (uint32_t)o[2] << 8 | o[3];
+    o += 4;
+    assert_true(o + plen <= end && plen < sizeof(f->look_ids));
+    memcpy(f->look_ids, o, plen);
+    f->look_ids[plen] = '\0';
+}
+
+/* Execute of "look": a DataRow per id of {"1","2",...}, then CommandComplete. */
+static void answer_lookup(struct fake *f)
+{
+    int rows = 0;
+    const char *c = f->look_ids;
+    while ((c = strchr(c, '"')) != NULL) {
+        long id = strtol(c + 1, NULL, 10);
+        c = strchr(c + 1, '"') + 1;
+        if (f->short_rows && strchr(c, '"') == NULL)
+            break; /* the last id gets no row */
+        unsigned char row[64] = {0, 1};
+        size_t n = 2;
+        if (id % 2 == 0) {
+            int len = snprintf((char *)row + 6, sizeof(row) - 6, "proc-%ld", id);
+            row[2] = row[3] = row[4] = 0;
+            row[5] = (unsigned char)len;
+            n = 6 + (size_t)len;
+        } else {
+            memset(row + 2, 0xFF, 4); /* NULL */
+            n = 6;
+        }
+        put(f, 'D', row, n);
+        rows++;
+    }
+    char tag[32];
+    int tl = snprintf(tag, sizeof(tag), "SELECT %d", rows);
+    put(f, 'C', tag, (size_t)tl + 1);
+}
+
 /* One message from the client: TYPE and its BODY of LEN bytes. */
 static void on_message(struct fake *f, char type, const unsigned char *body, size_t len)
 {
@@ -132,14 +190,30 @@ static void on_message(struct fake *f, char type, const unsigned char *body, siz
         break;
     case 'B':
         f->bind_poison = memmem(body, len, "poison", 6) != NULL;
+        bind_lookup(f, body, len);
         put(f, '2', NULL, 0);
         break;
     case 'D':
-        put(f, 'n', NULL, 0);
+        if (f->bound_look) {
+            /* one text column, process_key */
+            static const unsigned char desc[] = {0,    1,                /* fields */
+                                                 'p',  'k',  0,          /* name */
+                                                 0,    0,    0,    0,    /* table */
+                                                 0,    0,                /* column */
+                                                 0,    0,    0,    25,   /* type: text */
+                                                 0xFF, 0xFF,             /* size: variable */
+                                                 0xFF, 0xFF, 0xFF, 0xFF, /* modifier: none */
+                                                 0,    0};               /* format: text */
+            put(f, 'T', desc, sizeof(desc));
+        } else {
+            put(f, 'n', NULL, 0);
+        }
         break;
     case 'E':
         f->executes++;
-        if (f->bind_poison) {
+        if (f->bound_look) {
+            answer_lookup(f);
+        } else if (f->bind_poison) {
             f->refused++;
             f->failed = true;
             put(f, 'E', error, sizeof(error)); /* the fields and the final NUL */
@@ -263,24 +337,41 @@ struct env {
     char conninfo[160];
     int done[MAX_ROWS];               /* callbacks per row */
     enum pgw_status status[MAX_ROWS]; /* the last one's status */
-    int order[MAX_ROWS * 4], norder;  /* rows in callback order */
+    char value[MAX_ROWS][32];         /* a lookup's answer: its row's value, or "NULL" */
+    char error[MAX_ROWS][256];
+    int order[MAX_ROWS * 4], norder; /* rows in callback order */
     bool in_submit;
     int connected, downs;
     uint32_t max_in_flight, batches_ended;
 };
 
 static const struct pgw_statement statements[] = {
-    {"ins", "insert into t (v) select * from unnest($1::text[])", 1, true},
+    {.name = "ins",
+     .sql = "insert into t (v) select * from unnest($1::text[])",
+     .nparams = 1,
+     .batched = true},
+    {.name = "look",
+     .sql = "select m.pk from unnest($1::bigint[]) with ordinality as u(id, ord) "
+            "left join m on m.id = u.id order by u.ord",
+     .nparams = 1,
+     .batched = true,
+     .row_results = true},
 };
 
 static struct env *E;
 
-static void row_done(void *arg, enum pgw_status st, const PGresult *res, const char *error)
+static void row_done(void *arg, enum pgw_status st, const PGresult *res, int row, const char *error)
 {
     int i = (int)(intptr_t)arg;
     assert_false(E->in_submit); /* never from within pgw_submit */
     E->done[i]++;
     E->status[i] = st;
+    snprintf(E->error[i], sizeof(E->error[i]), "%s", error ? error : "");
+    if (res && PQnfields(res) == 1) {
+        assert_true(row >= 0 && row < PQntuples(res));
+        snprintf(E->value[i], sizeof(E->value[i]), "%s",
+                 PQgetisnull(res, row, 0) ? "NULL" : PQgetvalue(res, row, 0));
+    }
     E->order[E->norder++] = i;
 }
 
@@ -344,7 +435,7 @@ static int setup_depth(void **state, uint32_t depth)
         .conninfo = e->conninfo,
         .name = "test",
         .statements = statements,
-        .nstatements = 1,
+        .nstatements = 2,
         .batch_size = 8,
         .batch_delay_ms = 0,
         .pipeline_depth = depth,
@@ -557,6 +648,63 @@ static void test_depth_one_sends_one_batch_at_a_time(void **state)
     assert_int_equal(e->batches_ended, 4);
 }
 
+static void submit_lookup(struct env *e, int i, long id)
+{
+    char v[24];
+    snprintf(v, sizeof(v), "%ld", id);
+    const char *vals[1] = {v};
+    e->in_submit = true;
+    assert_non_null(pgw_submit(e->p, 1, vals, row_done, (void *)(intptr_t)i));
+    e->in_submit = false;
+}
+
+/* Seven lookups and a row wait behind a held batch: they go as one batch of two executions
+ * (the lookups' and the row's), and each lookup gets its own id's answer. */
+static void test_lookups_of_a_batch_are_one_execution_each_gets_its_row(void **state)
+{
+    struct env *e = *state;
+    int base_syncs = hold_first_batch(e);
+    int base_exec = e->db.executes;
+    for (int i = 1; i < 8; i++)
+        submit_lookup(e, i, 100 + (i * 7) % 10); /* ids out of order, some answered NULL */
+    submit_rows(e, 8, 9);
+    wait_syncs(base_syncs + 2);
+    fake_release(&e->db);
+    want_done = 9;
+    assert_true(run_until(all_done, 2000));
+    assert_int_equal(e->db.executes - base_exec, 2); /* the lookups; row 8 */
+    for (int i = 1; i < 8; i++) {
+        long id = 100 + (i * 7) % 10;
+        char want[32];
+        snprintf(want, sizeof(want), id % 2 == 0 ? "proc-%ld" : "NULL", id);
+        assert_int_equal(e->status[i], PGW_OK);
+        assert_string_equal(e->value[i], want);
+    }
+    assert_int_equal(e->status[8], PGW_OK);
+    assert_int_equal(pgw_pending(e->p), 0);
+}
+
+/* An answer with a row missing fails every lookup of that execution, with the counts in the
+ * error; the row written in the same batch is sent again and commits. */
+static void test_a_lookup_answer_of_the_wrong_size_fails_its_lookups(void **state)
+{
+    struct env *e = *state;
+    e->db.short_rows = true;
+    for (int i = 0; i < 4; i++)
+        submit_lookup(e, i, 10 + i);
+    submit_rows(e, 4, 5);
+    want_done = 5;
+    assert_true(run_until(all_done, 2000));
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(e->done[i], 1);
+        assert_int_equal(e->status[i], PGW_FAILED);
+        assert_non_null(strstr(e->error[i], "answered 3 rows for the 4 rows"));
+    }
+    assert_int_equal(e->done[4], 1);
+    assert_int_equal(e->status[4], PGW_OK);
+    assert_int_equal(pgw_pending(e->p), 0);
+}
+
 /* pgw_stalled: the oldest batch on the wire is the one that counts. */
 static void test_stalled_counts_from_the_oldest_batch(void **state)
 {
@@ -587,6 +735,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_depth_one_sends_one_batch_at_a_time, setup1, teardown),
         cmocka_unit_test_setup_teardown(test_stalled_counts_from_the_oldest_batch, setup4,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_lookups_of_a_batch_are_one_execution_each_gets_its_row,
+                                        setup4, teardown),
+        cmocka_unit_test_setup_teardown(test_a_lookup_answer_of_the_wrong_size_fails_its_lookups,
+                                        setup4, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
