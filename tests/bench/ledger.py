@@ -6,6 +6,7 @@ success), with PostgreSQL on the same two cores.
 
     make bench                     # runs this after the other two benchmarks
     python3 tests/bench/ledger.py --seconds 6 --rounds 3
+    python3 tests/bench/ledger.py --pg-cpus 1     # PostgreSQL on CPU 1 alone, the rest on 0
 
 Traffic, per configuration (wrk, one thread, 32 keep-alive connections):
   learned   what bots do: each FinishRun is for a runId a StartOrGetRun answered through the
@@ -198,6 +199,10 @@ def main():
     ap.add_argument("--db-delay-ms", type=float, default=0.5,
                     help="one-way delay of the 'database away' configuration (through "
                     "delayproxy.py): 0.5 = a database 1 ms round trip away")
+    ap.add_argument("--pg-cpus", default=None, metavar="LIST",
+                    help="give PostgreSQL these CPUs (e.g. 1) and everything else (wrk, the "
+                    "proxies, the upstream) the others, as when the database has a machine of "
+                    "its own; the ceiling is then the lower of the two sides' limits")
     ap.add_argument("--spool-dir", default=None,
                     help="where the spooling gateway's spool lives (default: a temporary "
                     "directory; its file system decides what fdatasync costs)")
@@ -206,6 +211,21 @@ def main():
     harness.BUILD = os.environ["GW_BUILD"]
     need("wrk", "wrk")
     need("nginx", "nginx")
+
+    all_cpus = os.sched_getaffinity(0)
+    pg_cpus = None
+    if args.pg_cpus:
+        pg_cpus = {int(c) for c in args.pg_cpus.split(",")}
+        if not pg_cpus < all_cpus:
+            sys.exit("--pg-cpus must name some, not all, of the CPUs %s" % sorted(all_cpus))
+        os.sched_setaffinity(0, all_cpus - pg_cpus)  # inherited by everything started below
+    proxy_cores = len(os.sched_getaffinity(0))
+
+    def pin_database(c):
+        # the postmaster and its children now; backends forked later inherit it
+        if pg_cpus:
+            for pid in c._tree():
+                os.sched_setaffinity(pid, pg_cpus)
 
     tmp = tempfile.mkdtemp(prefix="gwbench-ledger-")
     procs = []
@@ -229,10 +249,12 @@ def main():
 
         cluster = pg.PgCluster()
         cluster.start()
+        pin_database(cluster)
         url = "http://127.0.0.1:%d" % up_port
 
         spool_dir = tempfile.mkdtemp(prefix="gwbench-spool-", dir=args.spool_dir)
         frozen = FrozenDatabase(pg)
+        pin_database(frozen.cluster)
 
         # The same database one round trip of 2 x --db-delay-ms away, as a database on another
         # machine is (tc/netem is not available everywhere: a user-space proxy delays it).
@@ -344,8 +366,11 @@ def main():
 
         print("\nLedger benchmark: wrk 1 thread, %d connections, %d rounds of %ds per "
               "configuration (medians), %d gateway thread(s) / nginx worker(s), fast static "
-              "upstream, PostgreSQL on the same 2 cores\n"
-              % (args.connections, args.rounds, args.seconds, args.threads))
+              "upstream, %s\n"
+              % (args.connections, args.rounds, args.seconds, args.threads,
+                 "PostgreSQL on the same %d cores" % len(all_cpus) if not pg_cpus else
+                 "PostgreSQL on CPU(s) %s of its own, the rest on %d core(s)"
+                 % (args.pg_cpus, proxy_cores)))
         print("%-9s %-22s %10s %8s %8s %7s" % ("workload", "configuration", "req/s", "p50 ms",
                                                "p99 ms", "errors"))
         for wl in ("learned", "unknown"):
@@ -383,11 +408,17 @@ def main():
                     ngx_us = nbusy * 1e6 / max(nreqs, 1)
                     pg_us = secs * 1e6 / max(reqs, 1)
                     ngx_rps = median([x["rps"] for x in results[(wl, targets[0][0])]])
-                    ceiling = len(os.sched_getaffinity(0)) * 1e6 / (ngx_us + pg_us)
-                    print("%-9s %-22s ceiling on these %d cores for a gateway as cheap as nginx "
+                    if pg_cpus:
+                        # two machines, in effect: the proxy side at nginx's cost, the
+                        # database at its own; the slower one bounds
+                        ceiling = min(proxy_cores * 1e6 / ngx_us, len(pg_cpus) * 1e6 / pg_us)
+                        where = "with PostgreSQL on %d core(s) of its own" % len(pg_cpus)
+                    else:
+                        ceiling = len(all_cpus) * 1e6 / (ngx_us + pg_us)
+                        where = "on these %d cores" % len(all_cpus)
+                    print("%-9s %-22s ceiling %s for a gateway as cheap as nginx "
                           "plus PostgreSQL's %.0f us per request: %.0f req/s = %.2fx nginx" % (
-                              "", name, len(os.sched_getaffinity(0)), pg_us, ceiling,
-                              ceiling / ngx_rps))
+                              "", name, where, pg_us, ceiling, ceiling / ngx_rps))
             n, syncs, nbytes = spooled.get(wl, (0, 0, 0))
             if n:
                 print("%-9s spool: %d rows in %d fdatasyncs (%.1f rows per sync), %.0f bytes per "
