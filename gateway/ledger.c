@@ -276,20 +276,18 @@ static void build_statements(void)
     /* The lookups of a batch are one execution: one answer row per id, in order (NULL: not
      * known). One statement per lookup cost PostgreSQL about 8 us each, a batched one about
      * 1.3 us per id (pgbench, 16 per batch). */
-    statements[LST_LOOKUP_RUN] = (struct pgw_statement){
-        .name = "gw_lookup_run",
-        .sql = "select m.process_key from unnest($1::bigint[]) with ordinality as u(id, ord) "
-               "left join run_process m on m.run_id = u.id order by u.ord",
-        .nparams = 1,
-        .batched = true,
-        .row_results = true};
-    statements[LST_LOOKUP_TASK] = (struct pgw_statement){
-        .name = "gw_lookup_task",
-        .sql = "select m.process_key from unnest($1::bigint[]) with ordinality as u(id, ord) "
-               "left join task_process m on m.task_id = u.id order by u.ord",
-        .nparams = 1,
-        .batched = true,
-        .row_results = true};
+#define LOOKUP_SQL(table, column)                                                                  \
+    "select m.process_key from unnest($1::bigint[]) with ordinality as u(id, ord) left "           \
+    "join " table " m on m." column " = u.id order by u.ord"
+    statements[LST_LOOKUP_RUN] = (struct pgw_statement){.name = "gw_lookup_run",
+                                                        .sql = LOOKUP_SQL("run_process", "run_id"),
+                                                        .nparams = 1,
+                                                        .batched = true,
+                                                        .row_results = true};
+    statements[LST_LOOKUP_TASK] = statements[LST_LOOKUP_RUN];
+    statements[LST_LOOKUP_TASK].name = "gw_lookup_task";
+    statements[LST_LOOKUP_TASK].sql = LOOKUP_SQL("task_process", "task_id");
+#undef LOOKUP_SQL
     statements[LST_SETTINGS] = (struct pgw_statement){
         .name = "gw_settings",
         .sql = "select process_key, tasks_enabled, seconds_per_run, seconds_per_task, "
