@@ -7,6 +7,8 @@ success), with PostgreSQL on the same two cores.
     make bench                     # runs this after the other two benchmarks
     python3 tests/bench/ledger.py --seconds 6 --rounds 3
     python3 tests/bench/ledger.py --pg-cpus 1     # PostgreSQL on CPU 1 alone, the rest on 0
+    python3 tests/bench/ledger.py --log-rounds --pg-conf 'wal_init_zero = on'
+                                    # each round's p99 with the stall the test clusters avoid
 
 Traffic, per configuration (wrk, one thread, 32 keep-alive connections):
   learned   what bots do: each FinishRun is for a runId a StartOrGetRun answered through the
@@ -203,6 +205,12 @@ def main():
                     help="give PostgreSQL these CPUs (e.g. 1) and everything else (wrk, the "
                     "proxies, the upstream) the others, as when the database has a machine of "
                     "its own; the ceiling is then the lower of the two sides' limits")
+    ap.add_argument("--pg-conf", default="", metavar="LINES",
+                    help="settings for the cluster the ledger-on gateways write to, appended to "
+                    "its postgresql.conf, separated by ';' (e.g. 'wal_init_zero = on')")
+    ap.add_argument("--log-rounds", action="store_true",
+                    help="print each round's req/s and p99 with the time it ended (to line "
+                    "latency spikes up with PostgreSQL's log)")
     ap.add_argument("--spool-dir", default=None,
                     help="where the spooling gateway's spool lives (default: a temporary "
                     "directory; its file system decides what fdatasync costs)")
@@ -220,6 +228,11 @@ def main():
             sys.exit("--pg-cpus must name some, not all, of the CPUs %s" % sorted(all_cpus))
         os.sched_setaffinity(0, all_cpus - pg_cpus)  # inherited by everything started below
     proxy_cores = len(os.sched_getaffinity(0))
+
+    def configure_database(c):
+        with open(os.path.join(c.data, "postgresql.conf"), "a") as f:
+            f.write("\n# tests/bench/ledger.py --pg-conf\n%s\n"
+                    % "\n".join(x.strip() for x in args.pg_conf.split(";")))
 
     def pin_database(c):
         # the postmaster and its children now; backends forked later inherit it
@@ -248,6 +261,7 @@ def main():
                                                                           "nginx.conf")])
 
         cluster = pg.PgCluster()
+        configure_database(cluster)
         cluster.start()
         pin_database(cluster)
         url = "http://127.0.0.1:%d" % up_port
@@ -363,6 +377,10 @@ def main():
                         acc[1] += s1["syncs"] - s0["syncs"]
                         acc[2] += s1["bytes"] - s0["bytes"]
                     results.setdefault((wl, name), []).append(r)
+                    if args.log_rounds:
+                        print("round %d %-8s %-34s %8.0f req/s p99 %7.2f ms, ended %s" % (
+                            rnd + 1, wl, name, r["rps"], r["p99"],
+                            time.strftime("%H:%M:%S")), flush=True)
 
         print("\nLedger benchmark: wrk 1 thread, %d connections, %d rounds of %ds per "
               "configuration (medians), %d gateway thread(s) / nginx worker(s), fast static "
