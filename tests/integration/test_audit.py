@@ -257,6 +257,34 @@ class AuditTest(GatewayTest):
                          "where request_id = '%s'" % h["x-request-id"])
         self.assertEqual(rows, [["runs", "defaults", "60"]])
 
+    def test_lookups_after_a_restart_give_each_item_its_own_process(self):
+        """After a restart the worker's cache is empty: the five items of one Return are looked
+        up together (one statement, an answer row per id in order), and each item gets its own
+        task's process, or none for a task nobody learned."""
+        gw = self.audit_gateway()
+        ids = {}
+        for pk in ("tasks", "advanced"):
+            self.call(gw, "POST", "/api/CreateTasks/%s/" % pk, [{"k": 1}, {"k": 2}])
+            ids[pk] = [self.call(gw, "GET", "/api/TakeNext/%s/" % pk)[2]["taskId"]
+                       for _ in range(2)]
+        learned = ids["tasks"] + ids["advanced"]
+        self.wait_rows("select 1 from task_process where task_id in (%s)" %
+                       ",".join(map(str, learned)), 4, "the task mappings")
+        self.assertEqual(gw.close(), 0)
+        self._procs.remove(gw)
+        gw2 = self.audit_gateway(migrate=False)
+        unknown = max(learned) + 1000
+        order = [ids["advanced"][0], ids["tasks"][0], unknown, ids["advanced"][1],
+                 ids["tasks"][1]]
+        _, h, _ = self.call(gw2, "POST", "/api/Return/",
+                            [{"taskId": t, "action": "Solved"} for t in order])
+        rows = self.wait_rows("select item, task_id, process_key from task_action_audit "
+                              "where request_id = '%s' order by item" % h["x-request-id"], 5,
+                              "five item rows")
+        self.assertEqual(rows, [["0", str(order[0]), "advanced"], ["1", str(order[1]), "tasks"],
+                                ["2", str(unknown), None], ["3", str(order[3]), "advanced"],
+                                ["4", str(order[4]), "tasks"]])
+
     def test_metrics_count_what_the_ledger_holds(self):
         from test_operations import samples, scrape, value
         gw = self.audit_gateway()
