@@ -35,6 +35,12 @@
 
 enum pgw_state { ST_BACKOFF, ST_RESOLVING, ST_CONNECTING, ST_PREPARING, ST_READY };
 
+/* A result and how many items hold it: every row of a row_results unit holds the same one. */
+struct pgw_result {
+    PGresult *res;
+    uint32_t refs;
+};
+
 struct pgw_item {
     TAILQ_ENTRY(pgw_item) link;
     struct pgw *p;
@@ -52,12 +58,6 @@ struct pgw_item {
     struct pgw_result *res; /* its result in the current batch (shared by a row_results unit) */
     uint32_t row;           /* its row in res */
     char error[256];
-};
-
-/* A result and how many items hold it: every row of a row_results unit holds the same one. */
-struct pgw_result {
-    PGresult *res;
-    uint32_t refs;
 };
 TAILQ_HEAD(item_list, pgw_item);
 
@@ -734,7 +734,7 @@ static void unit_fail_all(struct pgw_item *first, const char *why)
 static void keep_result(struct pgw *p, struct pgw_item *first, PGresult *res)
 {
     const struct pgw_statement *s = &p->opt.statements[first->stmt];
-    uint32_t n = first->unit ? first->unit : 1;
+    uint32_t n = s->row_results && first->unit ? first->unit : 1; /* the items that get it */
     if (s->batched && !s->row_results) {
         PQclear(res);
         return;
@@ -756,7 +756,7 @@ static void keep_result(struct pgw *p, struct pgw_item *first, PGresult *res)
     r->res = res;
     r->refs = 0;
     struct pgw_item *it = first;
-    for (uint32_t i = 0; i < (s->row_results ? n : 1) && it; i++, it = TAILQ_NEXT(it, link)) {
+    for (uint32_t i = 0; i < n && it; i++, it = TAILQ_NEXT(it, link)) {
         result_drop(it);
         it->res = r;
         it->row = i;
