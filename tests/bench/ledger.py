@@ -230,6 +230,8 @@ def main():
     proxy_cores = len(os.sched_getaffinity(0))
 
     def configure_database(c):
+        if not args.pg_conf:
+            return
         with open(os.path.join(c.data, "postgresql.conf"), "a") as f:
             f.write("\n# tests/bench/ledger.py --pg-conf\n%s\n"
                     % "\n".join(x.strip() for x in args.pg_conf.split(";")))
