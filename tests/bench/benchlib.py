@@ -36,6 +36,12 @@ def wrk(url, script, seconds, conns):
                 p99=float(p99) / 1000, max=float(mx) / 1000, errors=int(errors))
 
 
+def stat_cpu_seconds(stat):
+    """User + system CPU seconds in the text of a /proc/PID/stat file (all its threads)."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def median(xs):
     xs = sorted(xs)
     return xs[len(xs) // 2]

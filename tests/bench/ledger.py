@@ -55,7 +55,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
 import harness  # noqa: E402
 from benchlib import (WRK_DONE, FrozenDatabase, median, need, spool_counters,  # noqa: E402
-                      warm_until_spooling, wrk)
+                      stat_cpu_seconds, warm_until_spooling, wrk)
 import pg  # noqa: E402
 
 
@@ -151,7 +151,6 @@ http {
 
 def tree_cpu_seconds(pid):
     """User + system CPU of process PID (all its threads) and its children, in seconds."""
-    tick = os.sysconf("SC_CLK_TCK")
     pids = [pid]
     try:
         pids += [int(p) for p in open("/proc/%d/task/%d/children" % (pid, pid)).read().split()]
@@ -160,11 +159,10 @@ def tree_cpu_seconds(pid):
     total = 0
     for p in pids:
         try:
-            fields = open("/proc/%d/stat" % p).read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
+            total += stat_cpu_seconds(open("/proc/%d/stat" % p).read())
         except (OSError, IndexError):
             pass
-    return total / tick
+    return total
 
 
 def pg_cpu_seconds(cluster):

@@ -44,7 +44,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pg  # noqa: E402
-from benchlib import median  # noqa: E402
+from benchlib import median, stat_cpu_seconds  # noqa: E402
 
 SETTINGS = json.dumps({"source": "table", "tasksEnabled": True, "secondsPerRun": 60,
                        "secondsPerTask": 30, "advancedMode": False, "defaultEntries": 1,
@@ -127,8 +127,7 @@ def array_literal(values):
 
 
 def backend_cpu_us(stat_file):
-    fields = open(stat_file).read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * 1e6 / os.sysconf("SC_CLK_TCK")
+    return stat_cpu_seconds(open(stat_file).read()) * 1e6
 
 
 def measure(cluster, work, rows, shape, batch, total):
