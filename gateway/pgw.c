@@ -52,6 +52,7 @@ struct pgw_item {
     bool cancelled;
     bool solo;              /* send alone: its batched statement failed with other rows */
     bool failed;            /* this statement's own error in the current batch */
+    bool answer_failed;     /* failed by its answer, not by PostgreSQL: the transaction stands */
     bool suspect;           /* its unit failed with several rows: sent again solo */
     bool last;              /* last item of its batch on the wire (the one its Sync closes) */
     uint32_t unit;          /* first item of a unit on the wire: the unit's size; 0 otherwise */
@@ -648,7 +649,7 @@ static void batch_done(struct pgw *p)
     while ((it = TAILQ_FIRST(&p->inflight)) != NULL) {
         TAILQ_REMOVE(&p->inflight, it, link);
         TAILQ_INSERT_TAIL(&done, it, link);
-        any_failed |= it->failed || it->suspect;
+        any_failed |= (it->failed && !it->answer_failed) || it->suspect;
         if (it == p->current) /* cannot happen: a Sync comes after its batch's results */
             p->current = NULL;
         if (it->last)
@@ -663,8 +664,9 @@ static void batch_done(struct pgw *p)
     if (TAILQ_EMPTY(&p->inflight))
         p->current = NULL;
 
-    /* The transaction was rolled back: everything but the culprits goes again, at the head and
-     * in order; rows of a failed multi-row execution go again alone. */
+    /* PostgreSQL refused a statement, so the transaction was rolled back: everything but the
+     * culprits goes again, at the head and in order; rows of a failed multi-row execution go
+     * again alone. */
     if (any_failed) {
         struct pgw_item *prev;
         for (it = TAILQ_LAST(&done, item_list); it; it = prev) {
@@ -718,12 +720,15 @@ static void unit_failed(struct pgw *p, const PGresult *res)
         it->suspect = true;
 }
 
-/* Mark every item of the unit starting at FIRST failed with WHY. */
+/* Mark every item of the unit starting at FIRST failed with WHY: its answer was of no use.
+ * PostgreSQL ran the statement and the batch's transaction commits, so the other units of the
+ * batch are not sent again. */
 static void unit_fail_all(struct pgw_item *first, const char *why)
 {
     struct pgw_item *it = first;
     for (uint32_t i = 0; i < first->unit && it; i++, it = TAILQ_NEXT(it, link)) {
         it->failed = true;
+        it->answer_failed = true;
         snprintf(it->error, sizeof(it->error), "%s", why);
     }
 }

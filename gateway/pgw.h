@@ -26,8 +26,9 @@
  * answers one row per row it was given, in the same order (e.g. select ... from unnest($1)
  * with ordinality u left join ... order by u.ordinality): the lookups of a batch are one
  * execution too, and each submission's callback gets the shared result and its own row in it.
- * A different row count fails each of that execution's submissions. Other statements run once
- * per submission.
+ * A different row count fails each of that execution's submissions; PostgreSQL refused nothing,
+ * so the rest of the batch commits. An answer from a batch that is rolled back is dropped and
+ * the lookup asked again. Other statements run once per submission.
  *
  * Failures. If a statement fails, PostgreSQL aborts the rest of the batch and rolls the
  * transaction back. A failed batched statement that carried several rows does not know which

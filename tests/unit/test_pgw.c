@@ -56,6 +56,7 @@ struct fake {
     int conns;        /* connections accepted */
     int syncs;        /* Sync messages read on the current connection */
     int executes, refused;
+    int looks;          /* executions of the lookup */
     bool bound_look;    /* the last Bind was of the lookup */
     char look_ids[512]; /* its array parameter */
     bool short_rows;    /* answer a lookup with one row too few */
@@ -212,6 +213,7 @@ static void on_message(struct fake *f, char type, const unsigned char *body, siz
     case 'E':
         f->executes++;
         if (f->bound_look) {
+            f->looks++;
             answer_lookup(f);
         } else if (f->bind_poison) {
             f->refused++;
@@ -685,10 +687,12 @@ static void test_lookups_of_a_batch_are_one_execution_each_gets_its_row(void **s
 }
 
 /* An answer with a row missing fails every lookup of that execution, with the counts in the
- * error; the row written in the same batch is sent again and commits. */
+ * error; PostgreSQL refused nothing, so the row written in the same batch commits with it and
+ * is not sent again. */
 static void test_a_lookup_answer_of_the_wrong_size_fails_its_lookups(void **state)
 {
     struct env *e = *state;
+    int base_exec = e->db.executes;
     e->db.short_rows = true;
     for (int i = 0; i < 4; i++)
         submit_lookup(e, i, 10 + i);
@@ -702,6 +706,74 @@ static void test_a_lookup_answer_of_the_wrong_size_fails_its_lookups(void **stat
     }
     assert_int_equal(e->done[4], 1);
     assert_int_equal(e->status[4], PGW_OK);
+    assert_int_equal(e->db.executes - base_exec, 2); /* the lookups; row 4, once */
+    assert_int_equal(pgw_pending(e->p), 0);
+}
+
+/* Lookups answered in a batch that PostgreSQL then rolls back (a refused row behind them): the
+ * answers are dropped with the batch, the lookups asked again, and each called back once with
+ * its own row. Under ASan this also proves each shared answer is freed exactly once. */
+static void test_lookups_answered_in_a_rolled_back_batch_are_asked_again(void **state)
+{
+    struct env *e = *state;
+    int base_syncs = hold_first_batch(e);
+    for (int i = 1; i < 5; i++)
+        submit_lookup(e, i, 20 + i);
+    submit(e, 5, "poison-5");
+    submit_rows(e, 6, 9);
+    wait_syncs(base_syncs + 2);
+    fake_release(&e->db);
+    want_done = 9;
+    assert_true(run_until(all_done, 3000));
+    /* Answered in the batch of 8, rolled back; answered again in the batch that carries the
+     * refused row alone, rolled back again; answered a third time and committed. A lookup's
+     * answer is never kept from a rolled-back transaction: it may have read a map row of the
+     * same batch that never commits. */
+    assert_int_equal(e->db.looks, 3);
+    assert_int_equal(e->db.refused, 2);
+    for (int i = 1; i < 9; i++) {
+        assert_int_equal(e->done[i], 1);
+        assert_int_equal(e->status[i], i == 5 ? PGW_FAILED : PGW_OK);
+    }
+    for (int i = 1; i < 5; i++) {
+        char want[32];
+        snprintf(want, sizeof(want), (20 + i) % 2 == 0 ? "proc-%d" : "NULL", 20 + i);
+        assert_string_equal(e->value[i], want);
+    }
+    assert_int_equal(pgw_pending(e->p), 0);
+}
+
+/* Two of four lookups cancelled while their execution is on the wire: the other two get their
+ * rows, the cancelled ones no callback, and the shared answer is freed with the last holder
+ * (ASan would report a leak or a double free). */
+static void test_cancelled_lookups_in_flight_get_no_callback(void **state)
+{
+    struct env *e = *state;
+    int base_syncs = hold_first_batch(e);
+    struct pgw_item *items[4];
+    for (int i = 0; i < 4; i++) {
+        char v[24];
+        snprintf(v, sizeof(v), "%d", 30 + i);
+        const char *vals[1] = {v};
+        e->in_submit = true;
+        items[i] = pgw_submit(e->p, 1, vals, row_done, (void *)(intptr_t)(i + 1));
+        e->in_submit = false;
+        assert_non_null(items[i]);
+    }
+    submit_rows(e, 5, 9);
+    wait_syncs(base_syncs + 2);
+    assert_false(pgw_item_cancel(items[1])); /* in flight: not dropped, finished silently */
+    assert_false(pgw_item_cancel(items[2]));
+    fake_release(&e->db);
+    want_done = 7; /* row 0, lookups 1 and 4, rows 5-8 */
+    assert_true(run_until(all_done, 2000));
+    settle(50);
+    assert_int_equal(e->done[2], 0);
+    assert_int_equal(e->done[3], 0);
+    assert_int_equal(e->done[1], 1);
+    assert_string_equal(e->value[1], "proc-30");
+    assert_int_equal(e->done[4], 1);
+    assert_string_equal(e->value[4], "NULL");
     assert_int_equal(pgw_pending(e->p), 0);
 }
 
@@ -739,6 +811,10 @@ int main(void)
                                         setup4, teardown),
         cmocka_unit_test_setup_teardown(test_a_lookup_answer_of_the_wrong_size_fails_its_lookups,
                                         setup4, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_lookups_answered_in_a_rolled_back_batch_are_asked_again, setup4, teardown),
+        cmocka_unit_test_setup_teardown(test_cancelled_lookups_in_flight_get_no_callback, setup4,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
