@@ -237,8 +237,11 @@ def main():
     def pin_database(c):
         # the postmaster and its children now; backends forked later inherit it
         if pg_cpus:
-            for pid in c._tree():
-                os.sched_setaffinity(pid, pg_cpus)
+            for pid in c.pids():
+                try:
+                    os.sched_setaffinity(pid, pg_cpus)
+                except ProcessLookupError:
+                    pass  # a child that has just exited
 
     tmp = tempfile.mkdtemp(prefix="gwbench-ledger-")
     procs = []

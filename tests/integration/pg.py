@@ -239,7 +239,7 @@ class PgCluster:
         start() recovers from WAL on the same port. Use it to simulate a database outage."""
         self._signal(signal.SIGQUIT)
 
-    def _tree(self):
+    def pids(self):
         """The postmaster and its children (backends, writers)."""
         pid = self.proc.pid
         pids = [pid]
@@ -253,14 +253,14 @@ class PgCluster:
     def freeze(self):
         """SIGSTOP the server and every backend: connections stay open, statements and commits
         hang (a frozen database, not a failing one) until thaw()."""
-        for p in self._tree():
+        for p in self.pids():
             try:
                 os.kill(p, signal.SIGSTOP)
             except OSError:
                 pass
 
     def thaw(self):
-        for p in reversed(self._tree()):
+        for p in reversed(self.pids()):
             try:
                 os.kill(p, signal.SIGCONT)
             except OSError:
